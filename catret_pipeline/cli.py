@@ -1,0 +1,216 @@
+"""``catret``: the command line around the Dagster project.
+
+``catret materialize`` runs the whole asset graph in-process against a persistent Dagster
+instance (so the runs show up in ``catret ui``); ``catret ui`` serves the Dagster UI;
+``catret search`` queries the materialised indexes; ``catret sql`` queries the DuckDB catalogue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from catret_pipeline import settings
+
+DAGSTER_YAML = """\
+# Written by catret on first use; edit freely (see docs/operations.md).
+telemetry:
+  enabled: false
+run_queue:
+  max_concurrent_runs: 4
+  tag_concurrency_limits:
+    # a catalogue refresh never overlaps another one
+    - key: catret/refresh
+      limit: 1
+run_retries:
+  enabled: false
+"""
+
+DEFAULT_SAMPLE_PRODUCTS = 1200
+
+
+def configure_environment(
+    data_dir: str | None = None,
+    raw_root: str | None = None,
+    profile: str | None = None,
+) -> dict[str, str]:
+    """Point this process (and the dagster processes it starts) at one data dir and instance."""
+    if data_dir:
+        os.environ[settings.ENV_DATA_DIR] = str(Path(data_dir).resolve())
+    else:
+        os.environ.setdefault(settings.ENV_DATA_DIR, settings.default_data_dir())
+    if raw_root:
+        os.environ[settings.ENV_RAW_ROOT] = str(Path(raw_root).resolve())
+    if profile:
+        os.environ[settings.ENV_PROFILE] = profile
+    settings.profile()  # fail early on a bad profile name
+    data = Path(os.environ[settings.ENV_DATA_DIR])
+    data.mkdir(parents=True, exist_ok=True)
+    # Without DAGSTER_HOME dagster uses a temporary home and forgets runs and schedules on exit.
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(data / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    if settings.profile() == "offline":
+        # The offline profile loads only local weights; this stops hub lookups that would hang.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return {
+        "data_dir": str(data),
+        "raw_root": settings.default_raw_root(),
+        "dagster_home": str(home),
+        "profile": settings.profile(),
+    }
+
+
+def uses_bundled_sample() -> bool:
+    return Path(settings.default_raw_root()).resolve() == (settings.sample_root() / "xmarket").resolve()
+
+
+def ensure_bundled_sample(n_products: int | None = None) -> None:
+    """Generate the sample catalogue when the configured raw root is the bundled sample."""
+    if not uses_bundled_sample():
+        return
+    from catret_pipeline.sample.generator import ensure_sample
+
+    n = n_products or int(os.environ.get("CATRET_SAMPLE_PRODUCTS", DEFAULT_SAMPLE_PRODUCTS))
+    summary = ensure_sample(settings.sample_root(), n_products=n)
+    print(f"sample catalogue: {summary.n_products} products under {settings.sample_root()}")
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    env = configure_environment(args.data_dir, args.raw_root, args.profile)
+    print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
+    ensure_bundled_sample(args.sample_products)
+
+    import dagster as dg
+
+    from catret_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("catret_build")
+    if args.select:
+        job = job.get_subset(asset_selection=dg.AssetSelection.from_string(args.select).resolve(defs.resolve_asset_graph()))
+    result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    failed_checks = [
+        e.event_specific_data.asset_check_evaluation.asset_check_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and not e.event_specific_data.asset_check_evaluation.passed
+    ]
+    if failed_checks:
+        print("failed asset checks: " + ", ".join(failed_checks))
+    if not result.success:
+        print("run failed at: " + ", ".join(failed or ["(see the Dagster logs)"]), file=sys.stderr)
+        return 1
+    print(f"done: run {result.run_id}; DuckDB catalogue at {Path(env['data_dir']) / 'catret.duckdb'}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    configure_environment(args.data_dir, args.raw_root, args.profile)
+    ensure_bundled_sample(args.sample_products)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    cmd = [dagster, "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    return subprocess.call(cmd, cwd=settings.REPO_ROOT)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from catret_pipeline.sample.generator import ensure_sample
+
+    summary = ensure_sample(Path(args.out), n_products=args.products, seed=args.seed)
+    print(f"{summary.n_products} products, {summary.n_lines} lines in {summary.out_dir}")
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    env = configure_environment(args.data_dir, None, None)
+    db = Path(env["data_dir"]) / "catret.duckdb"
+    if not db.exists():
+        print(f"no catalogue at {db}: run `catret materialize` first", file=sys.stderr)
+        return 2
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.sql(args.query).show(max_rows=args.max_rows, max_width=200)
+    finally:
+        con.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from catret_pipeline.search import SearchError, print_results, search, write_contact_sheet
+
+    env = configure_environment(args.data_dir, None, None)
+    try:
+        hits = search(
+            data_dir=env["data_dir"], query=args.query, model=args.model, setting=args.setting, k=args.k
+        )
+    except SearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_results(hits, args.query, args.model, args.setting)
+    if args.sheet:
+        path = write_contact_sheet(hits, env["data_dir"], args.sheet, title=args.query)
+        print(f"contact sheet: {path}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
+    p.add_argument("--data-dir", help=f"data directory (env {settings.ENV_DATA_DIR}; default ./data)")
+    if raw:
+        p.add_argument("--raw-root", help=f"XMarket-layout root (env {settings.ENV_RAW_ROOT}; default: the bundled sample)")
+        p.add_argument("--profile", choices=sorted(settings.PROFILES), help="encoder profile (env CATRET_PROFILE)")
+        p.add_argument("--sample-products", type=int, help="size of the generated sample catalogue")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="catret", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("materialize", help="materialise the asset graph in-process")
+    _common(p)
+    p.add_argument("--select", help="dagster asset selection string, e.g. 'key:products+'")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("ui", help="serve the Dagster UI (dagster dev -w workspace.yaml)")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("sample", help="generate the sample catalogue")
+    p.add_argument("--out", default=str(settings.sample_root()))
+    p.add_argument("--products", type=int, default=DEFAULT_SAMPLE_PRODUCTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("sql", help="run a query against the DuckDB catalogue (read-only)")
+    _common(p, raw=False)
+    p.add_argument("query")
+    p.add_argument("--max-rows", type=int, default=100)
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("search", help="rank products for a category name")
+    _common(p, raw=False)
+    p.add_argument("query", help="category name, seen or unseen")
+    p.add_argument("--model", default="clip-ita")
+    p.add_argument("--setting", default="specific", choices=["all", "general", "specific"])
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--sheet", help="write a contact sheet PNG of the results")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

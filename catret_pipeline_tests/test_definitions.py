@@ -1,0 +1,110 @@
+"""The definitions load, and the webserver serves the asset graph over GraphQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from catret_pipeline import settings
+from catret_pipeline.definitions import build_definitions, defs
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXPECTED_ASSETS = {
+    "raw_products",
+    "quarantine",
+    "products",
+    "category_tree",
+    "product_splits",
+    "evaluation_pairs",
+    "product_images",
+    "image_embeddings",
+    "title_embeddings",
+    "attribute_embeddings",
+    "category_embeddings",
+    "fusion_models",
+    "fused_representations",
+    "hnsw_indexes",
+    "retrieval_runs",
+    "metrics",
+    "report",
+    "catret_duckdb",
+}
+
+
+def test_definitions_validate_loadable():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_expected_assets_and_jobs_present(tmp_path):
+    d = build_definitions(data_dir=str(tmp_path))
+    keys = {k.to_user_string() for k in d.resolve_asset_graph().get_all_asset_keys()}
+    assert EXPECTED_ASSETS <= keys
+    assert d.resolve_job_def("catret_build") is not None
+
+
+def test_importing_definitions_does_not_import_torch():
+    code = "import sys, catret_pipeline.definitions; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.slow
+def test_webserver_serves_asset_graph(tmp_path):
+    port = _free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), DAGSTER_DISABLE_TELEMETRY="1")
+    env[settings.ENV_DATA_DIR] = str(tmp_path / "data")
+    (tmp_path / "home").mkdir()
+    webserver = Path(sys.executable).parent / "dagster-webserver"
+    proc = subprocess.Popen(
+        [str(webserver), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        keys: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                data = _graphql(port, "{ assetNodes { assetKey { path } } }")
+                keys = {"/".join(n["assetKey"]["path"]) for n in data["data"]["assetNodes"]}
+                if keys:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, "webserver exited early"
+            time.sleep(1)
+        assert EXPECTED_ASSETS <= keys
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
