@@ -241,7 +241,9 @@ class CategoryVectors:
             )
         return self._take(np.array([self.by_id[i] for i in ids], dtype=np.int64), normalize)
 
-    def for_names(self, names: Sequence[str], normalize: bool = True) -> tuple[np.ndarray, list[str]]:
+    def for_names(
+        self, names: Sequence[str], normalize: bool = True
+    ) -> tuple[np.ndarray, list[str]]:
         """Vectors for the names that have one, and the names that were found (in order)."""
         found = [n for n in names if n in self.by_name]
         idx = np.array([self.by_name[n] for n in found], dtype=np.int64)
@@ -267,9 +269,11 @@ def ancestor_table(
     parent = dict(zip(ids, category_tree["parent_id"].to_list(), strict=True))
     unknown = [n for n in node_ids if n not in code]
     if unknown:
-        raise ValueError(f"{len(set(unknown))} category id(s) not in category_tree (e.g. {unknown[0]!r})")
-    chains: list[list[int]] = []
-    for n in node_ids:
+        raise ValueError(
+            f"{len(set(unknown))} category id(s) not in category_tree (e.g. {unknown[0]!r})"
+        )
+    memo: dict[str, list[int]] = {}
+    for n in dict.fromkeys(node_ids):
         chain, cur, seen = [], n, set()
         while cur is not None:
             if cur in seen or cur not in code:
@@ -277,7 +281,8 @@ def ancestor_table(
             seen.add(cur)
             chain.append(code[cur])
             cur = parent[cur]
-        chains.append(chain[::-1])
+        memo[n] = chain[::-1]
+    chains = [memo[n] for n in node_ids]
     max_depth = max((len(c) for c in chains), default=1)
     table = np.full((len(chains), max_depth), -1, dtype=np.int64)
     for i, c in enumerate(chains):

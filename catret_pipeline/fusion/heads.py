@@ -55,7 +55,9 @@ class FusionHeads(nn.Module):
         self.g_p = ProjectionHead(product_in_dim, proj_dim, hidden_dims, dropout)
         self.g_c = ProjectionHead(category_in_dim, proj_dim, hidden_dims, dropout)
 
-    def forward(self, products: torch.Tensor, categories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, products: torch.Tensor, categories: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.g_p(products), self.g_c(categories)
 
     @torch.no_grad()

@@ -91,7 +91,9 @@ def bidirectional_info_nce(
     """The batch loss: mean over pairs of ``lam * l(p->c) + (1 - lam) * l(c->p)``."""
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must lie in [0, 1], got {lam}")
-    p2c, c2p = bidirectional_info_nce_terms(p, c, tau=tau, exclude=exclude, soft_targets=soft_targets)
+    p2c, c2p = bidirectional_info_nce_terms(
+        p, c, tau=tau, exclude=exclude, soft_targets=soft_targets
+    )
     return (lam * p2c + (1.0 - lam) * c2p).mean()
 
 

@@ -28,7 +28,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x9f]")
 def normalise_text(value: str) -> str:
     """NFC, HTML entities decoded once, invisible marks removed, whitespace collapsed."""
     text = html.unescape(value)
-    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
+    if not text.isascii():
+        # NFC and the invisible marks only concern non-ASCII text; skipping them is the fast path.
+        text = unicodedata.normalize("NFC", text).translate(_INVISIBLE)
     text = _CONTROL.sub(" ", text)
     return " ".join(text.split())
 
@@ -110,7 +112,9 @@ def image_candidates(value: Any) -> list[tuple[str, float, float]]:
                 try:
                     parsed = ast.literal_eval(text)
                 except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-                    raise ValueError(f"imgUrl string is neither JSON nor a literal: {exc}") from None
+                    raise ValueError(
+                        f"imgUrl string is neither JSON nor a literal: {exc}"
+                    ) from None
             if isinstance(parsed, str):
                 raise ValueError("imgUrl string holds a nested string")
             return image_candidates(parsed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Mapping
@@ -89,6 +90,13 @@ def build_index(
     return index
 
 
+def _hnswlib_version() -> str:
+    try:
+        return importlib.metadata.version("hnswlib")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -140,12 +148,12 @@ def save_index(
         "index_file": path_bin.name,
         "index_bytes": int(size),
         "index_sha256": digest,
-        "hnswlib_version": getattr(hnswlib, "__version__", "unknown"),
+        "hnswlib_version": _hnswlib_version(),
         **dict(extra or {}),
     }
-    table = labels_df.select(
-        pl.col("row_id").cast(pl.Int64), pl.col("asin").cast(pl.String)
-    ).sort("row_id")
+    table = labels_df.select(pl.col("row_id").cast(pl.Int64), pl.col("asin").cast(pl.String)).sort(
+        "row_id"
+    )
     arrow = table.to_arrow()
     arrow = arrow.replace_schema_metadata(
         {**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
@@ -157,7 +165,9 @@ def save_index(
 def read_index_meta(path_labels: str | os.PathLike) -> dict[str, Any]:
     schema_meta = pq.read_schema(path_labels).metadata or {}
     if META_KEY not in schema_meta:
-        raise ValueError(f"{path_labels} has no {META_KEY.decode()} metadata: not a catret label map")
+        raise ValueError(
+            f"{path_labels} has no {META_KEY.decode()} metadata: not a catret label map"
+        )
     return json.loads(schema_meta[META_KEY])
 
 

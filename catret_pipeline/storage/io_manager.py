@@ -80,14 +80,11 @@ class ParquetIOManager(ConfigurableIOManager):
         context.add_output_metadata(table_metadata(obj, path))
 
     def load_input(self, context: InputContext) -> pl.DataFrame | pl.LazyFrame:
-        upstream = context.upstream_output
-        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
-            paths = [
-                asset_file(self.data_dir, list(context.asset_key.path), key)
-                for key in context.asset_partition_keys
-            ]
+        key_path = list(context.asset_key.path)
+        if context.has_asset_partitions:
+            paths = [asset_file(self.data_dir, key_path, key) for key in context.asset_partition_keys]
         else:
-            paths = [self._path(upstream if upstream is not None and not context.has_asset_partitions else context)]
+            paths = [asset_file(self.data_dir, key_path)]
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise FileNotFoundError(

@@ -1,0 +1,1 @@
+"""Incremental per-modality embedding tables (image, title, attributes, category names)."""

@@ -1,0 +1,484 @@
+"""Per-modality embedding tables (group ``embeddings``), all incremental.
+
+Each asset reads its own last good table (``storage.read_previous``), re-encodes only rows whose
+``content_hash`` or the encoder's ``model_id`` changed, and drops rows of removed keys. While
+encoding it writes checkpoint parts under ``checkpoints/<asset>/`` so that a killed run resumes
+where it stopped; the parts are removed once the asset finishes. torch / open_clip /
+sentence_transformers load only when something has to be encoded.
+"""
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from catret_pipeline.embeddings.incremental import (
+    IncrementalPlan,
+    combine,
+    embedding_dim,
+    encoded_frame,
+    plan_incremental,
+)
+from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
+from catret_pipeline.storage.io_manager import preview_markdown
+from catret_pipeline.storage.resources import CatretStorage
+
+GROUP = "embeddings"
+KINDS = {"pytorch", "parquet"}
+DEFAULT_CATEGORY_PROMPT = "a photo of a {name}."
+
+#: encode_chunk(rows, progress) -> (encoded rows, {row position in ``rows``: reason})
+EncodeChunk = Callable[
+    [pl.DataFrame, Callable[[int, int], None]], tuple[pl.DataFrame, dict[int, str]]
+]
+
+
+class EmbeddingConfig(dg.Config):
+    chunk_rows: int = Field(
+        default=2048, description="Rows encoded between checkpoint writes (resume granularity)."
+    )
+    log_every_batches: int = Field(default=10, description="Log progress every N encoder batches.")
+
+
+class CategoryClipConfig(EmbeddingConfig):
+    prompt: str = Field(
+        default=DEFAULT_CATEGORY_PROMPT,
+        description="CLIP zero-shot prompt; {name} is replaced by the category name.",
+    )
+
+
+def sha1_text(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _hash_column(values: list[str]) -> pl.Series:
+    return pl.Series("content_hash", [sha1_text(v) for v in values], dtype=pl.String)
+
+
+# ---- shared incremental runner --------------------------------------------------------------
+
+
+def _checkpoint_dir(storage: CatretStorage, asset: str) -> Path:
+    return storage.path("checkpoints", asset)
+
+
+def _read_checkpoints(context, storage: CatretStorage, asset: str) -> list[pl.DataFrame]:
+    parts = []
+    for f in sorted(_checkpoint_dir(storage, asset).glob("part-*.parquet")):
+        try:
+            parts.append(pl.read_parquet(f))
+        except Exception as exc:  # a damaged part only costs re-encoding its rows
+            context.log.warning(f"{asset}: ignoring unreadable checkpoint {f.name}: {exc}")
+    return parts
+
+
+def _read_previous(context, storage: CatretStorage, asset: str) -> pl.DataFrame | None:
+    try:
+        return storage.read_previous(asset)
+    except Exception as exc:
+        context.log.warning(f"{asset}: previous table unreadable, encoding everything: {exc}")
+        return None
+
+
+class _Progress:
+    def __init__(self, context, asset: str, total: int, every: int):
+        self.context, self.asset, self.total, self.every = context, asset, total, max(1, every)
+        self.base = 0
+        self.chunk_rows = 0
+        self.batches = 0
+        self.start = time.perf_counter()
+
+    def callback(self, done: int, total: int) -> None:
+        # Encoders count what they encode (unique strings, decodable images): scale to rows.
+        self.batches += 1
+        if self.batches % self.every == 0:
+            self.log(self.base + round(self.chunk_rows * done / max(total, 1)))
+
+    def log(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        self.context.log.info(f"{self.asset}: {done}/{self.total} rows encoded ({rate:.1f} rows/s)")
+
+
+def run_incremental(
+    context: dg.AssetExecutionContext,
+    storage: CatretStorage,
+    asset: str,
+    current: pl.DataFrame,
+    keys: list[str],
+    model_id: str,
+    encoder_dim: Callable[[], int],
+    encode_chunk: EncodeChunk,
+    config: EmbeddingConfig,
+    extra: tuple[str, ...] = (),
+) -> tuple[pl.DataFrame, dict]:
+    """Plan, encode the stale rows in checkpointed chunks, combine; returns (table, metadata)."""
+    previous = _read_previous(context, storage, asset)
+    checkpoints = _read_checkpoints(context, storage, asset)
+    plan: IncrementalPlan = plan_incremental(
+        current, previous, keys, model_id, checkpoints=checkpoints
+    )
+    todo = plan.to_encode
+    context.log.info(
+        f"{asset}: {current.height} rows, {plan.reused.height} reusable, {todo.height} to encode, "
+        f"{plan.dropped} dropped (model {model_id})"
+    )
+    progress = _Progress(context, asset, todo.height, config.log_every_batches)
+    encoded_parts: list[pl.DataFrame] = []
+    failures: dict[int, str] = {}
+    if todo.height == 0 and plan.reused.height == 0:
+        # Nothing at all: still build an (empty) frame through the encoder so dtypes are right.
+        encoded_parts.append(encode_chunk(todo, progress.callback)[0])
+    if todo.height:
+        step = max(1, config.chunk_rows)
+        for start in range(0, todo.height, step):
+            chunk = todo.slice(start, step)
+            progress.chunk_rows = chunk.height
+            part, errs = encode_chunk(chunk, progress.callback)
+            failures.update({start + i: e for i, e in errs.items()})
+            encoded_parts.append(part)
+            progress.base = start + chunk.height
+            if start + step < todo.height and part.height:
+                storage.write_table(part, "checkpoints", asset, f"part-{time.time_ns()}.parquet")
+        progress.log(todo.height)
+    encode_seconds = time.perf_counter() - progress.start
+    if encoded_parts:
+        encoded = pl.concat(encoded_parts, how="vertical_relaxed")
+        dim = embedding_dim(encoded) or encoder_dim()
+    else:
+        dim = embedding_dim(plan.reused) or encoder_dim()
+        encoded = pl.DataFrame()
+    table, stats = combine(plan, encoded, dim, extra=extra)
+    shutil.rmtree(_checkpoint_dir(storage, asset), ignore_errors=True)
+    meta = {
+        "encoded": dg.MetadataValue.int(stats.encoded),
+        "reused": dg.MetadataValue.int(stats.reused),
+        "dropped": dg.MetadataValue.int(stats.dropped),
+        "failed": dg.MetadataValue.int(len(failures)),
+        "rate": dg.MetadataValue.float(
+            round(stats.encoded / encode_seconds, 2) if stats.encoded else 0.0
+        ),
+        "model_id": dg.MetadataValue.text(model_id),
+        "dim": dg.MetadataValue.int(dim),
+    }
+    if failures:
+        rows = (
+            todo.select(keys).with_row_index("__pos").filter(pl.col("__pos").is_in(list(failures)))
+        )
+        report = rows.with_columns(
+            pl.col("__pos").replace_strict(failures, return_dtype=pl.String).alias("reason")
+        ).drop("__pos")
+        context.log.warning(
+            f"{asset}: {len(failures)} rows could not be encoded and have no embedding"
+        )
+        meta["failures"] = dg.MetadataValue.md(preview_markdown(report, rows=20, max_chars=120))
+    return table, meta
+
+
+# ---- encode functions -------------------------------------------------------------------------
+
+
+def _text_chunk(encode, texts_col: str, keys: list[str], model_id: str) -> EncodeChunk:
+    def run(rows: pl.DataFrame, progress) -> tuple[pl.DataFrame, dict[int, str]]:
+        texts = rows[texts_col].fill_null("").to_list()
+        vectors = encode(texts, progress)
+        return encoded_frame(rows, vectors, keys, model_id), {}
+
+    return run
+
+
+def _image_chunk(clip: OpenClipEncoder, storage: CatretStorage, model_id: str) -> EncodeChunk:
+    def run(rows: pl.DataFrame, progress) -> tuple[pl.DataFrame, dict[int, str]]:
+        paths, errors, pos = [], {}, []
+        for i, rel in enumerate(rows["cache_path"].to_list()):
+            if not rel:
+                errors[i] = "no cache_path"
+                continue
+            try:
+                p = storage.path(rel)
+            except ValueError as exc:
+                errors[i] = str(exc)
+                continue
+            if not p.is_file():
+                errors[i] = f"cached image missing: {rel}"
+                continue
+            paths.append(p)
+            pos.append(i)
+        res = clip.encode_image_files(paths, progress=progress)
+        for j, err in res.errors.items():
+            errors[pos[j]] = err
+        good = [pos[j] for j in np.flatnonzero(res.ok)]
+        ok_rows = rows.with_row_index("__pos").filter(pl.col("__pos").is_in(good)).drop("__pos")
+        return encoded_frame(ok_rows, res.embeddings[res.ok], ["asin"], model_id), errors
+
+    return run
+
+
+def pool_attributes(
+    attributes: list[list[str] | None], encode: Callable[[list[str]], np.ndarray], dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of each product's attribute-string embeddings, re-normalised (the paper's h_a).
+
+    Blank strings are ignored; a product with none gets a zero vector. Returns
+    (vectors, has_attributes, n_attributes). Each distinct string is encoded once.
+    """
+    cleaned = [[a.strip() for a in (attrs or []) if a and a.strip()] for attrs in attributes]
+    counts = np.array([len(c) for c in cleaned], dtype=np.int64)
+    out = np.zeros((len(cleaned), dim), dtype=np.float32)
+    flat = [a for c in cleaned for a in c]
+    if flat:
+        unique = list(dict.fromkeys(flat))
+        index = {s: i for i, s in enumerate(unique)}
+        vecs = encode(unique)
+        gathered = vecs[[index[a] for a in flat]]
+        nonempty = np.flatnonzero(counts)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])[nonempty]
+        sums = np.add.reduceat(gathered, offsets, axis=0)
+        means = sums / counts[nonempty, None]
+        norms = np.linalg.norm(means, axis=1, keepdims=True)
+        out[nonempty] = means / np.maximum(norms, 1e-12)
+    return out, counts > 0, counts
+
+
+def _attribute_chunk(text_encoder: TextEncoder, model_id: str) -> EncodeChunk:
+    def run(rows: pl.DataFrame, progress) -> tuple[pl.DataFrame, dict[int, str]]:
+        model = text_encoder.model()
+        vectors, has, counts = pool_attributes(
+            rows["attributes"].to_list(),
+            lambda texts: model.encode(
+                texts, batch_size=text_encoder.batch_size, progress=progress
+            ),
+            model.dim,
+        )
+        rows = rows.with_columns(
+            pl.Series("has_attributes", has, dtype=pl.Boolean),
+            pl.Series("n_attributes", counts, dtype=pl.Int32),
+        )
+        frame = encoded_frame(
+            rows, vectors, ["asin"], model_id, extra=("has_attributes", "n_attributes")
+        )
+        return frame, {}
+
+    return run
+
+
+def _output(table: pl.DataFrame, meta: dict) -> dg.Output:
+    return dg.Output(table, metadata=meta)
+
+
+# ---- assets -----------------------------------------------------------------------------------
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="CLIP image-tower embedding per product with an ok cached image (none otherwise).",
+)
+def image_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    clip: OpenClipEncoder,
+    storage: CatretStorage,
+    products: pl.LazyFrame,
+    product_images: pl.LazyFrame,
+) -> dg.Output:
+    asins = products.select("asin")
+    current = (
+        product_images.filter(pl.col("status") == "ok")
+        .join(asins, on="asin", how="semi")
+        .select("asin", pl.col("sha256").alias("content_hash"), "cache_path")
+        .collect()
+    )
+    dup = current["asin"].is_duplicated()
+    if dup.any():
+        context.log.warning(
+            f"image_embeddings: {int(dup.sum())} duplicate ok image rows; keeping the first per asin"
+        )
+        current = current.unique(subset=["asin"], keep="first", maintain_order=True)
+    model_id = clip.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "image_embeddings",
+        current,
+        ["asin"],
+        model_id,
+        lambda: clip.dim,
+        _image_chunk(clip, storage, model_id),
+        config,
+    )
+    return _output(table, meta)
+
+
+def _titles(products: pl.LazyFrame) -> pl.DataFrame:
+    return products.select("asin", "title", pl.col("title_hash").alias("content_hash")).collect()
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="Sentence-encoder (MiniLM / MPNet) embedding of each product title.",
+)
+def title_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    text_encoder: TextEncoder,
+    storage: CatretStorage,
+    products: pl.LazyFrame,
+) -> dg.Output:
+    model_id = text_encoder.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "title_embeddings",
+        _titles(products),
+        ["asin"],
+        model_id,
+        lambda: text_encoder.dim,
+        _text_chunk(text_encoder.encode, "title", ["asin"], model_id),
+        config,
+    )
+    return _output(table, meta)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="CLIP text-tower embedding of each product title.",
+)
+def title_clip_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    clip: OpenClipEncoder,
+    storage: CatretStorage,
+    products: pl.LazyFrame,
+) -> dg.Output:
+    model_id = clip.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "title_clip_embeddings",
+        _titles(products),
+        ["asin"],
+        model_id,
+        lambda: clip.dim,
+        _text_chunk(clip.encode_texts, "title", ["asin"], model_id),
+        config,
+    )
+    return _output(table, meta)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="Mean of the sentence-encoder embeddings of a product's attribute strings "
+    "(re-normalised); zero vector and has_attributes=false when it has none.",
+)
+def attribute_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    text_encoder: TextEncoder,
+    storage: CatretStorage,
+    products: pl.LazyFrame,
+) -> dg.Output:
+    current = products.select(
+        "asin", "attributes", pl.col("attributes_hash").alias("content_hash")
+    ).collect()
+    model_id = text_encoder.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "attribute_embeddings",
+        current,
+        ["asin"],
+        model_id,
+        lambda: text_encoder.dim,
+        _attribute_chunk(text_encoder, model_id),
+        config,
+        extra=("has_attributes", "n_attributes"),
+    )
+    meta["without_attributes"] = dg.MetadataValue.int(int((~table["has_attributes"]).sum()))
+    return _output(table, meta)
+
+
+def _category_texts(category_tree: pl.LazyFrame, template: str | None) -> pl.DataFrame:
+    nodes = category_tree.select("node_id", "name").collect()
+    names = nodes["name"].fill_null("").to_list()
+    texts = [template.replace("{name}", n) for n in names] if template else names
+    return nodes.with_columns(pl.Series("text", texts, dtype=pl.String), _hash_column(texts))
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="Sentence-encoder embedding of every category name in the tree (query side).",
+)
+def category_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    text_encoder: TextEncoder,
+    storage: CatretStorage,
+    category_tree: pl.LazyFrame,
+) -> dg.Output:
+    keys = ["node_id", "name"]
+    model_id = text_encoder.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "category_embeddings",
+        _category_texts(category_tree, None),
+        keys,
+        model_id,
+        lambda: text_encoder.dim,
+        _text_chunk(text_encoder.encode, "text", keys, model_id),
+        config,
+    )
+    return _output(table, meta)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds=KINDS,
+    description="CLIP text-tower embedding of a prompt per category name (CLIP zero-shot baseline).",
+)
+def category_clip_embeddings(
+    context: dg.AssetExecutionContext,
+    config: CategoryClipConfig,
+    clip: OpenClipEncoder,
+    storage: CatretStorage,
+    category_tree: pl.LazyFrame,
+) -> dg.Output:
+    if "{name}" not in config.prompt:
+        raise ValueError(f"category prompt must contain {{name}}, got {config.prompt!r}")
+    keys = ["node_id", "name"]
+    model_id = clip.model_id
+    table, meta = run_incremental(
+        context,
+        storage,
+        "category_clip_embeddings",
+        _category_texts(category_tree, config.prompt),
+        keys,
+        model_id,
+        lambda: clip.dim,
+        _text_chunk(clip.encode_texts, "text", keys, model_id),
+        config,
+    )
+    meta["prompt"] = dg.MetadataValue.text(config.prompt)
+    return _output(table, meta)
+
+
+ASSETS = [
+    image_embeddings,
+    title_embeddings,
+    title_clip_embeddings,
+    attribute_embeddings,
+    category_embeddings,
+    category_clip_embeddings,
+]
+CHECKS: list = []

@@ -1,0 +1,378 @@
+"""open_clip image and text towers for inference: loading, context slicing, batched encoding.
+
+Everything here imports torch / open_clip lazily so that importing the module is free; the
+Dagster resource in :mod:`catret_pipeline.encoders.resources` is a thin config layer over
+:func:`load_clip`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+
+#: What real runs use (see docs/models.md); needs the weights downloadable or cached.
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+#: Random-init architecture registered from ``model_configs/``: the offline sample and tests.
+TINY_MODEL = "catret-tiny-vit"
+
+PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16"}
+
+#: (done, total) after every batch.
+ProgressFn = Callable[[int, int], None]
+
+_MODEL_CACHE: dict[tuple, ClipModel] = {}
+_CACHE_LOCK = threading.Lock()
+_CONFIGS_REGISTERED = False
+_FILE_HASHES: dict[tuple, str] = {}
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The configured CLIP weights cannot be loaded (typically: no network and not cached)."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Everything that decides which model is loaded (and so the cache key)."""
+
+    model_name: str
+    pretrained: str = ""
+    checkpoint_path: str = ""
+    device: str = "auto"
+    precision: str = "fp32"
+    image_size: int = 0
+    seed: int = 0
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def weights_id(self) -> str:
+        if self.checkpoint_path:
+            return "file-" + file_fingerprint(self.checkpoint_path)
+        if self.pretrained:
+            return self.pretrained
+        return f"random-seed{self.seed}"
+
+    @property
+    def model_id(self) -> str:
+        """Stable across processes and machines; changes whenever embeddings would change."""
+        parts = ["openclip", self.model_name, self.weights_id(), self.precision]
+        if self.image_size:
+            parts.append(f"img{self.image_size}")
+        return ":".join(parts)
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """First 16 hex of the file's sha256, cached per (path, size, mtime) for the process."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsUnavailableError(
+            f"CLIP checkpoint_path {str(p)!r} is not a file. Point checkpoint_path at a local "
+            "open_clip weights file, or clear it to use the pretrained tag."
+        )
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()[:16]
+    return _FILE_HASHES[key]
+
+
+def register_model_configs() -> None:
+    """Make the architectures in ``model_configs/`` known to open_clip (idempotent)."""
+    global _CONFIGS_REGISTERED
+    if _CONFIGS_REGISTERED:
+        return
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    _CONFIGS_REGISTERED = True
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def load_clip(spec: ClipSpec) -> ClipModel:
+    """The loaded model for ``spec``: built once per process, shared by every caller."""
+    device = spec.resolved_device()
+    key = (spec, device)
+    with _CACHE_LOCK:
+        model = _MODEL_CACHE.get(key)
+        if model is None:
+            model = _build(spec, device)
+            _MODEL_CACHE[key] = model
+    return model
+
+
+def _offline_hint(spec: ClipSpec) -> str:
+    return (
+        f"Cannot load CLIP weights for model_name={spec.model_name!r}, pretrained={spec.pretrained!r}. "
+        "Change the `clip` resource config: either set checkpoint_path to a local open_clip weights "
+        "file (e.g. open_clip_pytorch_model.bin for this architecture, downloaded elsewhere), or use "
+        f"model_name={TINY_MODEL!r} with pretrained='' for an offline random-init model "
+        "(pipeline runs, retrieval quality is meaningless). Set HF_HUB_OFFLINE=1 to fail fast "
+        "instead of retrying the download."
+    )
+
+
+def _build(spec: ClipSpec, device: str) -> ClipModel:
+    if spec.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {spec.precision!r}")
+    register_model_configs()
+    import open_clip
+    import torch
+
+    if open_clip.get_model_config(spec.model_name) is None:
+        raise ValueError(
+            f"Unknown open_clip model_name {spec.model_name!r}; known include {DEFAULT_MODEL!r} "
+            f"and {TINY_MODEL!r} (full list: open_clip.list_models())."
+        )
+    kwargs: dict[str, Any] = {"precision": PRECISIONS[spec.precision], "device": device}
+    if spec.image_size:
+        kwargs["force_image_size"] = spec.image_size
+    if spec.checkpoint_path:
+        weights = str(Path(spec.checkpoint_path).expanduser())
+        file_fingerprint(weights)  # clear error before open_clip's generic one
+        # A tag next to a checkpoint still says how the weights expect images normalised.
+        tag_cfg = (
+            open_clip.get_pretrained_cfg(spec.model_name, spec.pretrained)
+            if spec.pretrained
+            else {}
+        )
+        for src, dst in (
+            ("mean", "image_mean"),
+            ("std", "image_std"),
+            ("interpolation", "image_interpolation"),
+        ):
+            if tag_cfg.get(src):
+                kwargs[dst] = tag_cfg[src]
+    else:
+        weights = spec.pretrained or None
+
+    # Seeded so that random-init (offline) models give the same embeddings in every process,
+    # which is what makes reusing previous embeddings meaningful; fork_rng leaves callers' RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model_name, pretrained=weights, **kwargs
+            )
+        except (RuntimeError, OSError) as exc:
+            if weights is not None:
+                raise WeightsUnavailableError(f"{_offline_hint(spec)} Cause: {exc}") from exc
+            raise
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.model_name)
+    return ClipModel(
+        spec=spec, device=device, model=model, preprocess=preprocess, tokenizer=tokenizer
+    )
+
+
+@dataclass
+class ImageEncodeResult:
+    """Embeddings for the images that decoded; ``ok[i]`` False means row i is zeros and ``errors[i]`` says why."""
+
+    embeddings: np.ndarray
+    ok: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class ClipModel:
+    spec: ClipSpec
+    device: str
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def dim(self) -> int:
+        proj = getattr(self.model.visual, "proj", None)
+        if proj is not None:
+            return int(proj.shape[1])
+        return int(self.model.visual.output_dim)
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.tokenizer.context_length)
+
+    def _dtype(self):
+        return next(self.model.parameters()).dtype
+
+    # ---- images -------------------------------------------------------------------------
+
+    def load_image(self, item):
+        """Decode at reduced size where the codec allows it (JPEG), then the model's preprocessing."""
+        from PIL import Image
+
+        if isinstance(item, Image.Image):
+            img = item
+        else:
+            img = Image.open(item)
+            size = self.image_size
+            img.draft("RGB", (size, size))
+        return self.preprocess(img.convert("RGB"))
+
+    def _decode_batch(self, items: Sequence) -> tuple[list, list[int], dict[int, str]]:
+        tensors, idx, errors = [], [], {}
+        for i, item in enumerate(items):
+            try:
+                tensors.append(self.load_image(item))
+                idx.append(i)
+            except Exception as exc:  # a bad file is reported per row, never ends the run
+                errors[i] = f"{type(exc).__name__}: {exc}"[:300]
+        return tensors, idx, errors
+
+    def encode_image_files(
+        self,
+        items: Sequence,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+    ) -> ImageEncodeResult:
+        """Encode paths or PIL images; decoding batch k+1 runs in a thread while batch k runs the model."""
+        import torch
+
+        n = len(items)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        ok = np.zeros(n, dtype=bool)
+        errors: dict[int, str] = {}
+        starts = list(range(0, n, max(1, batch_size)))
+        if not starts:
+            return ImageEncodeResult(out, ok, errors)
+        dtype = self._dtype()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
+            pending = pool.submit(self._decode_batch, items[0:batch_size])
+            for k, start in enumerate(starts):
+                tensors, idx, errs = pending.result()
+                if k + 1 < len(starts):
+                    nxt = starts[k + 1]
+                    pending = pool.submit(self._decode_batch, items[nxt : nxt + batch_size])
+                errors.update({start + i: e for i, e in errs.items()})
+                if tensors:
+                    batch = torch.stack(tensors).to(device=self.device, dtype=dtype)
+                    with torch.inference_mode():
+                        feats = self.model.encode_image(batch)
+                    feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+                    rows = np.asarray(idx) + start
+                    out[rows] = feats.cpu().numpy()
+                    ok[rows] = True
+                if progress is not None:
+                    progress(min(start + batch_size, n), n)
+        return ImageEncodeResult(out, ok, errors)
+
+    def encode_images(
+        self, items: Sequence, batch_size: int = 32, progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        """Strict variant: any image that fails to decode raises."""
+        res = self.encode_image_files(items, batch_size=batch_size, progress=progress)
+        if res.errors:
+            i, err = next(iter(res.errors.items()))
+            raise ValueError(
+                f"{len(res.errors)} image(s) failed to decode; first: item {i} ({items[i]!r}): {err}"
+            )
+        return res.embeddings
+
+    # ---- text ---------------------------------------------------------------------------
+
+    def _can_slice(self) -> bool:
+        # Exact only for a causal tower pooled at the EOT token (standard open_clip CLIP):
+        # with a causal mask positions before EOT never see the padding that slicing removes.
+        return (
+            hasattr(self.model, "positional_embedding")
+            and getattr(self.model, "attn_mask", None) is not None
+            and getattr(self.model, "text_pool_type", None) in ("argmax", "eos")
+        )
+
+    def token_lengths(self, tokens) -> Any:
+        """Tokens up to and including EOT, per row."""
+        if getattr(self.model, "text_pool_type", "argmax") == "eos":
+            return (tokens == self.model.text_eos_id).int().argmax(dim=-1) + 1
+        return tokens.argmax(dim=-1) + 1
+
+    def encode_text_tokens(self, tokens, context: int | None = None):
+        """The text tower on ``tokens[:, :context]`` with sliced positions and mask (float32, unnormalised)."""
+        import torch
+
+        model = self.model
+        tokens = tokens.to(self.device)
+        if context is None or not self._can_slice():
+            with torch.inference_mode():
+                return model.encode_text(tokens).float()
+        tokens = tokens[:, :context]
+        with torch.inference_mode():
+            cast_dtype = model.transformer.get_cast_dtype()
+            x = model.token_embedding(tokens).to(cast_dtype)
+            x = x + model.positional_embedding[:context].to(cast_dtype)
+            x = model.transformer(x, attn_mask=model.attn_mask[:context, :context])
+            x = model.ln_final(x)
+            from open_clip.transformer import text_global_pool
+
+            x = text_global_pool(
+                x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
+            )
+            proj = model.text_projection
+            if proj is not None:
+                x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+            return x.float()
+
+    def encode_texts(
+        self,
+        texts: Iterable[str],
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+        slice_context: bool = True,
+    ) -> np.ndarray:
+        """L2-normalised float32 embeddings; identical strings encoded once, batches grouped by length."""
+        import torch
+
+        texts = list(texts)
+        unique = list(dict.fromkeys(texts))
+        emb = np.zeros((len(unique), self.dim), dtype=np.float32)
+        if unique:
+            tokens = self.tokenizer(unique)  # truncates beyond the model context, as open_clip does
+            lengths = self.token_lengths(tokens)
+            order = torch.argsort(lengths, stable=True)
+            total = len(unique)
+            for start in range(0, total, max(1, batch_size)):
+                rows = order[start : start + batch_size]
+                batch = tokens[rows]
+                context = int(lengths[rows].max()) if slice_context else None
+                feats = torch.nn.functional.normalize(
+                    self.encode_text_tokens(batch, context), dim=-1
+                )
+                emb[rows.numpy()] = feats.cpu().numpy()
+                if progress is not None:
+                    progress(min(start + batch_size, total), total)
+        index = {t: i for i, t in enumerate(unique)}
+        return emb[[index[t] for t in texts]] if texts else emb

@@ -1,0 +1,130 @@
+"""Dagster resources ``clip`` and ``text_encoder``: configuration only, models load lazily.
+
+The model behind a resource is built on first use and cached per process (keyed by the config),
+so several assets in one run share it and importing the definitions never touches torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from catret_pipeline.encoders.openclip import (
+    ClipModel,
+    ClipSpec,
+    ImageEncodeResult,
+    ProgressFn,
+    load_clip,
+    set_threads,
+)
+from catret_pipeline.encoders.text import SentenceModel, TextSpec, load_text_model
+
+
+class OpenClipEncoder(dg.ConfigurableResource):
+    """open_clip image + text towers (frozen, inference only).
+
+    Real runs: ``model_name="ViT-B-32", pretrained="laion2b_s34b_b79k"`` (downloaded once to the
+    Hugging Face cache) or a local ``checkpoint_path``. Offline: ``model_name="catret-tiny-vit",
+    pretrained=""`` (seeded random init).
+    """
+
+    model_name: str = Field(description="open_clip architecture, e.g. ViT-B-32 or catret-tiny-vit.")
+    pretrained: str = Field(
+        default="", description="open_clip pretrained tag (openai, laion2b_s34b_b79k); '' = none."
+    )
+    checkpoint_path: str = Field(
+        default="", description="Local weights file; wins over the tag for weights."
+    )
+    device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
+    precision: str = Field(
+        default="fp32", description="fp32 or bf16 (weights cast to bfloat16, not autocast)."
+    )
+    batch_size: int = Field(default=32, description="Images / texts per forward pass.")
+    threads: int = Field(default=0, description="torch intra-op threads; 0 = torch default.")
+    image_size: int = Field(
+        default=0, description="Override the model's input size; 0 = model default."
+    )
+    seed: int = Field(default=0, description="Seed of the random init when no weights are loaded.")
+
+    def spec(self) -> ClipSpec:
+        return ClipSpec(
+            model_name=self.model_name,
+            pretrained=self.pretrained,
+            checkpoint_path=self.checkpoint_path,
+            device=self.device,
+            precision=self.precision,
+            image_size=self.image_size,
+            seed=self.seed,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.spec().model_id
+
+    def model(self) -> ClipModel:
+        set_threads(self.threads)
+        return load_clip(self.spec())
+
+    @property
+    def dim(self) -> int:
+        return self.model().dim
+
+    def encode_images(self, images: Sequence, progress: ProgressFn | None = None) -> np.ndarray:
+        """Paths or PIL images -> (n, dim) float32, L2-normalised; raises if any fails to decode."""
+        return self.model().encode_images(
+            list(images), batch_size=self.batch_size, progress=progress
+        )
+
+    def encode_image_files(
+        self, images: Sequence, progress: ProgressFn | None = None
+    ) -> ImageEncodeResult:
+        """Like :meth:`encode_images` but undecodable images are reported per row instead of raising."""
+        return self.model().encode_image_files(
+            list(images), batch_size=self.batch_size, progress=progress
+        )
+
+    def encode_texts(self, texts: Iterable[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Texts -> (n, dim) float32, L2-normalised, each batch at the shortest context it needs."""
+        return self.model().encode_texts(texts, batch_size=self.batch_size, progress=progress)
+
+
+class TextEncoder(dg.ConfigurableResource):
+    """sentence-transformers encoder for titles, attributes and category names."""
+
+    model_name_or_path: str = Field(
+        default="",
+        description="'' = bundled offline all-MiniLM-L6-v2; or a local dir; or a hub name such as "
+        "sentence-transformers/all-mpnet-base-v2 (the paper's MPNet) when cached or downloadable.",
+    )
+    device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
+    batch_size: int = Field(default=64, description="Texts per forward pass.")
+    max_seq_length: int = Field(
+        default=128, description="Tokens kept per text (longer ones are truncated)."
+    )
+    threads: int = Field(default=0, description="torch intra-op threads; 0 = torch default.")
+
+    def spec(self) -> TextSpec:
+        return TextSpec(
+            model_name_or_path=self.model_name_or_path,
+            device=self.device,
+            max_seq_length=self.max_seq_length,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.spec().model_id
+
+    def model(self) -> SentenceModel:
+        set_threads(self.threads)
+        return load_text_model(self.spec())
+
+    @property
+    def dim(self) -> int:
+        return self.model().dim
+
+    def encode(self, texts: Iterable[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Texts -> (n, dim) float32, L2-normalised; duplicates encoded once."""
+        return self.model().encode(texts, batch_size=self.batch_size, progress=progress)

@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics, error analysis and significance tests over retrieval runs."""

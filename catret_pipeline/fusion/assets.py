@@ -1,0 +1,359 @@
+"""Dagster assets of the fusion domain: trained heads and the fused vectors they produce.
+
+torch is imported inside the asset bodies only, so loading the definitions stays fast.
+"""
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from catret_pipeline.fusion.features import (
+    MODEL_SPECS,
+    SETTINGS,
+    CategoryVectors,
+    ProductFeatureTables,
+    model_spec,
+)
+from catret_pipeline.storage.resources import CatretStorage
+
+GROUP = "fusion"
+DEFAULT_MODELS = list(MODEL_SPECS)
+
+FUSION_MODELS_SCHEMA = {
+    "model": pl.String,
+    "setting": pl.String,
+    "status": pl.String,
+    "reason": pl.String,
+    "epochs_run": pl.Int64,
+    "best_epoch": pl.Int64,
+    "train_loss_first": pl.Float64,
+    "train_loss_last": pl.Float64,
+    "val_loss_initial": pl.Float64,
+    "val_loss_first": pl.Float64,
+    "val_loss_best": pl.Float64,
+    "n_train": pl.Int64,
+    "n_val": pl.Int64,
+    "n_dropped_empty": pl.Int64,
+    "artefact_path": pl.String,
+    "seconds": pl.Float64,
+}
+
+
+class FusionModelsConfig(dg.Config):
+    """Which heads to train and how (defaults: the paper where it says, else docs/models.md)."""
+
+    models: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MODELS),
+        description=f"Fusion models to train; known: {', '.join(MODEL_SPECS)}.",
+    )
+    settings: list[str] = Field(
+        default_factory=lambda: list(SETTINGS), description="Evaluation settings to train."
+    )
+    proj_dim: int = Field(256, description="Output size of g_p and g_c (paper: open).")
+    hidden_dims: list[int] = Field(
+        default_factory=lambda: [512, 512], description="Hidden widths (paper: two layers)."
+    )
+    dropout: float = Field(0.1, description="Dropout after each hidden layer.")
+    lr: float = Field(1e-3, description="AdamW learning rate (paper: open).")
+    weight_decay: float = Field(0.01, description="AdamW weight decay.")
+    epochs: int = Field(30, description="Epochs (paper: 30).")
+    batch_size_general: int = Field(8, description="Batch size, most-general setting (paper: 8).")
+    batch_size_all: int = Field(128, description="Batch size, all-categories setting (paper: 128).")
+    batch_size_specific: int = Field(
+        128, description="Batch size, most-specific setting (paper: 128)."
+    )
+    tau: float = Field(1.0, description="InfoNCE temperature (paper: 1).")
+    lam: float = Field(0.5, description="Weight of the product->category direction (paper: 0.5).")
+    seed: int = Field(0, description="Seed for head init, dropout and batch order.")
+    keep_best: bool = Field(True, description="Keep the epoch with the lowest validation loss.")
+    early_stopping_patience: int | None = Field(
+        None, description="Stop after this many epochs without a better val loss (None: never)."
+    )
+    max_train_seconds: float | None = Field(
+        None, description="Wall-clock budget per (model, setting); None: unlimited."
+    )
+    normalize_inputs: bool = Field(True, description="L2-normalise each input block.")
+    drop_empty_products: bool = Field(
+        True, description="Leave out of training pairs whose product has no embedding at all."
+    )
+    tree_weight: float = Field(0.5, description="clip-ita-tree: target weight of parent/child.")
+    tree_decay: float = Field(0.5, description="clip-ita-tree: factor per extra depth level.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    reuse_unchanged: bool = Field(
+        True, description="Reuse an artefact trained on identical inputs and config."
+    )
+
+    def train_config(self):
+        from catret_pipeline.fusion.train import FusionTrainConfig
+
+        return FusionTrainConfig(
+            proj_dim=self.proj_dim,
+            hidden_dims=tuple(self.hidden_dims),
+            dropout=self.dropout,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            epochs=self.epochs,
+            batch_sizes={
+                "general": self.batch_size_general,
+                "all": self.batch_size_all,
+                "specific": self.batch_size_specific,
+            },
+            tau=self.tau,
+            lam=self.lam,
+            seed=self.seed,
+            keep_best=self.keep_best,
+            early_stopping_patience=self.early_stopping_patience,
+            max_train_seconds=self.max_train_seconds,
+            normalize_inputs=self.normalize_inputs,
+            tree_weight=self.tree_weight,
+            tree_decay=self.tree_decay,
+            device=self.device,
+        )
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
+
+
+def _summary_md(df: pl.DataFrame) -> str:
+    lines = [
+        "| model | setting | status | epochs | best | train first→last | val initial→best | n_train | n_val | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in df.iter_rows(named=True):
+        lines.append(
+            f"| {r['model']} | {r['setting']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} "
+            f"| {r['epochs_run']} | {r['best_epoch']} "
+            f"| {_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])} "
+            f"| {_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])} "
+            f"| {r['n_train']} | {r['n_val']} | {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _curves_md(curves: dict[str, list[dict]]) -> str:
+    parts = []
+    for key, history in curves.items():
+        parts.append(f"**{key}**\n\n| epoch | train | val |\n|---|---|---|")
+        parts += [
+            f"| {h['epoch']} | {_fmt(h['train_loss'])} | {_fmt(h['val_loss'])} |" for h in history
+        ]
+        parts.append("")
+    return "\n".join(parts)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pytorch", "polars"},
+    description=(
+        "Projection heads g_p/g_c of CLIP-I, CLIP-IA, CLIP-ITA and our variants, one per "
+        "(model, setting), trained on frozen embeddings; weights under models/<model>/<setting>.pt."
+    ),
+)
+def fusion_models(
+    context: dg.AssetExecutionContext,
+    config: FusionModelsConfig,
+    storage: CatretStorage,
+    evaluation_pairs: pl.DataFrame,
+    image_embeddings: pl.DataFrame,
+    title_embeddings: pl.DataFrame,
+    attribute_embeddings: pl.DataFrame,
+    category_embeddings: pl.DataFrame,
+    category_tree: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    from catret_pipeline.fusion import inference
+    from catret_pipeline.fusion.train import train_and_save
+
+    specs = [model_spec(m) for m in config.models]  # unknown names fail before any training
+    unknown = sorted(set(config.settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; known: {list(SETTINGS)}")
+    train_config = config.train_config()
+    products = ProductFeatureTables.from_frames(
+        image_embeddings, title_embeddings, attribute_embeddings
+    )
+    categories = CategoryVectors.from_frame(category_embeddings)
+    rows, curves = [], {}
+    for setting in config.settings:
+        for spec in specs:
+            context.log.info(f"fusion: {spec.name}/{setting}")
+            row = train_and_save(
+                storage,
+                spec,
+                setting,
+                evaluation_pairs,
+                products,
+                categories,
+                train_config,
+                category_tree=category_tree,
+                drop_empty=config.drop_empty_products,
+                reuse_unchanged=config.reuse_unchanged,
+                log=context.log.debug,
+            )
+            rows.append(row)
+            if row["status"] == "skipped":
+                context.log.warning(f"fusion: {spec.name}/{setting} skipped: {row['reason']}")
+                continue
+            meta = inference.read_meta(storage, spec.name, setting) or {}
+            curves[f"{spec.name}/{setting}"] = meta.get("history", [])
+            context.log.info(
+                f"fusion: {spec.name}/{setting} {row['status']}: train {_fmt(row['train_loss_first'])}"
+                f"→{_fmt(row['train_loss_last'])}, val best {_fmt(row['val_loss_best'])} "
+                f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {row['seconds']:.1f}s"
+            )
+    df = pl.DataFrame(rows, schema=FUSION_MODELS_SCHEMA)
+    metadata: dict = {
+        "summary": dg.MetadataValue.md(_summary_md(df)),
+        "loss_curves": dg.MetadataValue.md(_curves_md(curves)),
+        "loss_curves_json": dg.MetadataValue.json(curves),
+        "n_trained": dg.MetadataValue.int(int((df["status"] == "trained").sum())),
+        "n_reused": dg.MetadataValue.int(int((df["status"] == "reused").sum())),
+        "n_skipped": dg.MetadataValue.int(int((df["status"] == "skipped").sum())),
+        "input_model_ids": dg.MetadataValue.json(
+            {**products.model_ids(), "category": categories.model_ids}
+        ),
+    }
+    # Flat floats, one per (model, setting), so the UI charts them across materialisations.
+    for r in df.iter_rows(named=True):
+        for col in ("train_loss_last", "val_loss_best"):
+            if r[col] is not None:
+                metadata[f"{r['model']}.{r['setting']}.{col}"] = dg.MetadataValue.float(
+                    float(r[col])
+                )
+    return dg.Output(df, metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pytorch", "polars"},
+    description=(
+        "Fused vectors of every trained (model, setting): the setting's test-split products and "
+        "a query vector for every distinct category name in category_tree (unit length)."
+    ),
+)
+def fused_representations(
+    context: dg.AssetExecutionContext,
+    storage: CatretStorage,
+    fusion_models: pl.DataFrame,
+    evaluation_pairs: pl.DataFrame,
+    image_embeddings: pl.DataFrame,
+    title_embeddings: pl.DataFrame,
+    attribute_embeddings: pl.DataFrame,
+    category_embeddings: pl.DataFrame,
+    category_tree: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    from catret_pipeline.fusion import inference
+
+    products = ProductFeatureTables.from_frames(
+        image_embeddings, title_embeddings, attribute_embeddings
+    )
+    categories = CategoryVectors.from_frame(category_embeddings)
+    tree_names = category_tree["name"].unique(maintain_order=True).sort().to_list()
+    cat_raw, cat_names = categories.for_names(tree_names, normalize=False)
+    missing_names = len(tree_names) - len(cat_names)
+    if missing_names:
+        context.log.warning(
+            f"{missing_names} category name(s) of category_tree have no category_embeddings row; "
+            "they get no query vector"
+        )
+    frames, stats = [], []
+    usable = fusion_models.filter(pl.col("status") != "skipped")
+    for model, setting in usable.select("model", "setting").iter_rows():
+        started = time.monotonic()
+        loaded = inference.load_fusion_model(storage, model, setting)
+        asins = (
+            evaluation_pairs.filter((pl.col("setting") == setting) & (pl.col("split") == "test"))[
+                "asin"
+            ]
+            .unique(maintain_order=True)
+            .to_list()
+        )
+        p = inference.encode_products(storage, model, setting, asins, products, loaded=loaded)
+        q = loaded.encode_category_inputs(cat_raw)
+        for kind, keys, vecs in (("product", asins, p), ("category", cat_names, q)):
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "model": [model] * len(keys),
+                        "setting": [setting] * len(keys),
+                        "kind": [kind] * len(keys),
+                        "key": keys,
+                        "embedding": pl.Series(
+                            "embedding", vecs, dtype=pl.Array(pl.Float32, vecs.shape[1])
+                        ),
+                    }
+                )
+            )
+        stats.append((model, setting, len(asins), len(cat_names), time.monotonic() - started))
+    widths = {f["embedding"].dtype.size for f in frames}
+    if len(widths) > 1:
+        raise ValueError(
+            f"trained models project to different sizes {sorted(widths)}; retrain them with one proj_dim"
+        )
+    if frames:
+        df = pl.concat(frames)
+    else:
+        df = pl.DataFrame(
+            schema={
+                "model": pl.String,
+                "setting": pl.String,
+                "kind": pl.String,
+                "key": pl.String,
+                "embedding": pl.Array(pl.Float32, 1),
+            }
+        )
+    md = ["| model | setting | products | categories | s |", "|---|---|---|---|---|"]
+    md += [f"| {m} | {s} | {n_p} | {n_c} | {sec:.1f} |" for m, s, n_p, n_c, sec in stats]
+    return dg.Output(
+        df,
+        metadata={
+            "per_model": dg.MetadataValue.md("\n".join(md)),
+            "category_names_without_embedding": dg.MetadataValue.int(missing_names),
+            "models": dg.MetadataValue.json([f"{m}/{s}" for m, s, *_ in stats]),
+        },
+    )
+
+
+@dg.asset_check(asset=fusion_models, description="Every trained head lowered its validation loss.")
+def fusion_models_learned(fusion_models: pl.DataFrame) -> dg.AssetCheckResult:
+    rows = fusion_models.filter(
+        (pl.col("status") != "skipped")
+        & pl.col("val_loss_initial").is_not_null()
+        & pl.col("val_loss_best").is_not_null()
+    )
+    bad = rows.filter(pl.col("val_loss_best") >= pl.col("val_loss_initial"))
+    return dg.AssetCheckResult(
+        passed=bad.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "checked": dg.MetadataValue.int(rows.height),
+            "not_learning": dg.MetadataValue.json(
+                [f"{m}/{s}" for m, s in bad.select("model", "setting").iter_rows()]
+            ),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=fused_representations, description="Fused vectors are finite and of unit length."
+)
+def fused_representations_unit_norm(fused_representations: pl.DataFrame) -> dg.AssetCheckResult:
+    if fused_representations.height == 0:
+        return dg.AssetCheckResult(passed=True, metadata={"rows": dg.MetadataValue.int(0)})
+    emb = fused_representations["embedding"].to_numpy()
+    norms = np.linalg.norm(emb, axis=1)
+    bad = int((~np.isfinite(norms) | (np.abs(norms - 1.0) > 1e-3)).sum())
+    return dg.AssetCheckResult(
+        passed=bad == 0,
+        metadata={
+            "rows": dg.MetadataValue.int(fused_representations.height),
+            "bad_rows": dg.MetadataValue.int(bad),
+        },
+    )
+
+
+ASSETS = [fusion_models, fused_representations]
+CHECKS = [fusion_models_learned, fused_representations_unit_norm]

@@ -1,0 +1,420 @@
+"""Training of the projection heads on frozen, precomputed embeddings.
+
+Only ``g_p`` and ``g_c`` train, so the whole split lives in memory as tensors and batches are
+index slices of a seeded permutation: no DataLoader, deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+import torch
+
+from catret_pipeline.fusion.features import (
+    CategoryVectors,
+    ModelSpec,
+    PairData,
+    ProductFeatureTables,
+    array_fingerprint,
+    build_pair_data,
+)
+from catret_pipeline.fusion.heads import FusionHeads
+from catret_pipeline.fusion.loss import (
+    bidirectional_info_nce,
+    same_category_exclusion,
+    tree_soft_targets,
+)
+
+#: Bumped when training semantics change, so old artefacts are not reused.
+ARTEFACT_VERSION = 1
+
+DEFAULT_BATCH_SIZES: dict[str, int] = {"general": 8, "all": 128, "specific": 128}
+
+
+@dataclass(frozen=True)
+class FusionTrainConfig:
+    """Hyper-parameters; paper values where it gives them, documented choices elsewhere."""
+
+    #: Output size of both heads (open in the paper).
+    proj_dim: int = 256
+    #: Two hidden layers as in the paper; widths are open.
+    hidden_dims: tuple[int, ...] = (512, 512)
+    dropout: float = 0.1
+    #: AdamW learning rate (open in the paper).
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    epochs: int = 30
+    #: Per-setting batch sizes (paper: 8 for "most general", 128 otherwise).
+    batch_sizes: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_BATCH_SIZES))
+    default_batch_size: int = 128
+    tau: float = 1.0
+    lam: float = 0.5
+    seed: int = 0
+    #: Return the weights of the epoch with the lowest validation loss (else the last epoch's).
+    keep_best: bool = True
+    #: Stop after this many epochs without a lower validation loss (None: run every epoch).
+    early_stopping_patience: int | None = None
+    #: Wall-clock budget per (model, setting); makes the run length machine-dependent.
+    max_train_seconds: float | None = None
+    #: L2-normalise every input block before concatenation.
+    normalize_inputs: bool = True
+    #: Tree-aware targets: weight of a parent/child pair, multiplied by ``tree_decay`` per
+    #: further level of depth difference.
+    tree_weight: float = 0.5
+    tree_decay: float = 0.5
+    #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+
+    def batch_size_for(self, setting: str) -> int:
+        return int(self.batch_sizes.get(setting, self.default_batch_size))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        d["batch_sizes"] = dict(self.batch_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> FusionTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        if "hidden_dims" in kwargs:
+            kwargs["hidden_dims"] = tuple(kwargs["hidden_dims"])
+        return cls(**kwargs)
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]
+    #: One entry per epoch run: epoch (1-based), train_loss, val_loss (None without val), seconds.
+    history: list[dict]
+    #: Validation loss of the untrained heads (None without val).
+    val_loss_initial: float | None
+    #: Epoch with the lowest validation loss (the last epoch without validation).
+    best_epoch: int
+    #: Epoch whose weights ``state_dict`` holds (``best_epoch`` when ``keep_best``).
+    weights_epoch: int
+    epochs_run: int
+    stopped: str  # "completed" | "early_stopping" | "time_budget"
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class _Tensors:
+    x: torch.Tensor
+    c: torch.Tensor
+    codes: torch.Tensor
+    depth: torch.Tensor | None
+    chain: torch.Tensor | None
+
+    @classmethod
+    def of(cls, data: PairData, device: torch.device) -> _Tensors:
+        def t(a):
+            return None if a is None else torch.from_numpy(a).to(device)
+
+        return cls(
+            t(data.products),
+            t(data.categories),
+            t(data.category_codes),
+            t(data.depth),
+            t(data.chain),
+        )
+
+
+def batch_loss(
+    heads: FusionHeads,
+    data: _Tensors,
+    idx: torch.Tensor,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+) -> torch.Tensor:
+    p, q = heads(data.x[idx], data.c[idx])
+    exclude = same_category_exclusion(data.codes[idx]) if spec.mask_same_category else None
+    targets = None
+    if spec.tree_targets:
+        targets = tree_soft_targets(
+            data.depth[idx], data.chain[idx], weight=config.tree_weight, decay=config.tree_decay
+        )
+    return bidirectional_info_nce(
+        p, q, tau=config.tau, lam=config.lam, exclude=exclude, soft_targets=targets
+    )
+
+
+@torch.no_grad()
+def _eval_loss(
+    heads: FusionHeads,
+    data: _Tensors,
+    order: torch.Tensor,
+    batch_size: int,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+) -> float:
+    heads.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2:
+            continue
+        total += float(batch_loss(heads, data, idx, spec, config)) * len(idx)
+        count += len(idx)
+    return total / count if count else math.nan
+
+
+def train_heads(
+    train: PairData,
+    val: PairData | None,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+    batch_size: int,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``g_p``/``g_c`` with the spec's loss variant; deterministic for ``config.seed``."""
+    if len(train) < 2:
+        raise ValueError(f"need at least 2 training pairs for in-batch negatives, got {len(train)}")
+    if batch_size < 2:
+        raise ValueError(f"batch size must be at least 2 for in-batch negatives, got {batch_size}")
+    device = resolve_device(config.device)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    started = time.monotonic()
+    with torch.random.fork_rng(devices=fork_devices):
+        # Seeds the global RNG (head init, dropout) without leaking into the caller's state.
+        torch.manual_seed(config.seed)
+        heads = FusionHeads(
+            product_in_dim=train.products.shape[1],
+            category_in_dim=train.categories.shape[1],
+            proj_dim=config.proj_dim,
+            hidden_dims=config.hidden_dims,
+            dropout=config.dropout,
+        ).to(device)
+        opt = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        order_gen = torch.Generator().manual_seed(config.seed)
+        tr = _Tensors.of(train, device)
+        va = _Tensors.of(val, device) if val is not None and len(val) >= 2 else None
+        # A fixed shuffled order: sorted inputs would put one category per val batch.
+        val_order = (
+            torch.randperm(len(val), generator=torch.Generator().manual_seed(config.seed + 1)).to(
+                device
+            )
+            if va is not None
+            else None
+        )
+        val_initial = (
+            _eval_loss(heads, va, val_order, batch_size, spec, config) if va is not None else None
+        )
+        history: list[dict] = []
+        best_loss, best_epoch, best_state = math.inf, 0, None
+        stopped = "completed"
+        for epoch in range(1, config.epochs + 1):
+            epoch_start = time.monotonic()
+            heads.train()
+            perm = torch.randperm(len(train), generator=order_gen).to(device)
+            total, count = 0.0, 0
+            for start in range(0, len(perm), batch_size):
+                idx = perm[start : start + batch_size]
+                if len(idx) < 2:  # a lone pair has no negatives and a zero loss
+                    continue
+                loss = batch_loss(heads, tr, idx, spec, config)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            train_loss = total / count
+            val_loss = (
+                _eval_loss(heads, va, val_order, batch_size, spec, config)
+                if va is not None
+                else None
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": val_loss,
+                    "seconds": time.monotonic() - epoch_start,
+                }
+            )
+            if log is not None:
+                log(f"{spec.name} epoch {epoch}: train {train_loss:.4f} val {val_loss}")
+            # Without validation the "best" epoch is simply the latest one.
+            score = val_loss if val_loss is not None else -epoch
+            if score < best_loss:
+                best_loss, best_epoch = score, epoch
+                if config.keep_best:
+                    best_state = copy.deepcopy(heads.state_dict())
+            elif (
+                config.early_stopping_patience is not None
+                and epoch - best_epoch >= config.early_stopping_patience
+            ):
+                stopped = "early_stopping"
+                break
+            if (
+                config.max_train_seconds is not None
+                and time.monotonic() - started >= config.max_train_seconds
+                and epoch < config.epochs
+            ):
+                stopped = "time_budget"
+                break
+        if config.keep_best and best_state is not None:
+            state, weights_epoch = best_state, best_epoch
+        else:
+            state, weights_epoch = heads.state_dict(), len(history)
+    return TrainResult(
+        state_dict={k: v.detach().cpu().clone() for k, v in state.items()},
+        history=history,
+        val_loss_initial=val_initial,
+        best_epoch=best_epoch,
+        weights_epoch=weights_epoch,
+        epochs_run=len(history),
+        stopped=stopped,
+        seconds=time.monotonic() - started,
+    )
+
+
+def train_and_save(
+    storage,
+    spec: ModelSpec,
+    setting: str,
+    pairs: pl.DataFrame,
+    products: ProductFeatureTables,
+    categories: CategoryVectors,
+    config: FusionTrainConfig,
+    *,
+    category_tree: pl.DataFrame | None = None,
+    drop_empty: bool = True,
+    reuse_unchanged: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train one (model, setting) on its train split, validate on val, write the artefact.
+
+    ``pairs`` is the whole ``evaluation_pairs`` table. Returns the ``fusion_models`` row. When
+    the artefact on disk was trained from byte-identical inputs and config (same fingerprint,
+    intact weights) it is reused instead of retrained.
+    """
+    from catret_pipeline.fusion import inference
+
+    started = time.monotonic()
+    setting_pairs = pairs.filter(pl.col("setting") == setting)
+    row = {
+        "model": spec.name,
+        "setting": setting,
+        "status": "trained",
+        "reason": None,
+        "epochs_run": 0,
+        "best_epoch": 0,
+        "train_loss_first": None,
+        "train_loss_last": None,
+        "val_loss_initial": None,
+        "val_loss_first": None,
+        "val_loss_best": None,
+        "n_train": 0,
+        "n_val": 0,
+        "n_dropped_empty": 0,
+        "artefact_path": None,
+        "seconds": 0.0,
+    }
+    names: dict[str, int] = {}
+    build = dict(
+        spec=spec,
+        products=products,
+        categories=categories,
+        category_tree=category_tree,
+        normalize=config.normalize_inputs,
+        drop_empty=drop_empty,
+        name_codes=names,
+    )
+    train = build_pair_data(setting_pairs.filter(pl.col("split") == "train"), **build)
+    val = build_pair_data(setting_pairs.filter(pl.col("split") == "val"), **build)
+    row["n_train"], row["n_val"] = len(train), len(val)
+    row["n_dropped_empty"] = train.n_dropped_empty + val.n_dropped_empty
+    if len(train) < 2:
+        row.update(
+            status="skipped",
+            reason=f"{len(train)} usable train pair(s) in setting {setting!r} (need >= 2)",
+            seconds=time.monotonic() - started,
+        )
+        return row
+    batch_size = min(config.batch_size_for(setting), len(train))
+    fingerprint = array_fingerprint(
+        ARTEFACT_VERSION,
+        spec,
+        setting,
+        batch_size,
+        {k: v for k, v in config.to_dict().items() if k != "device"},
+        drop_empty,
+        *(
+            getattr(d, a)
+            for d in (train, val)
+            for a in ("products", "categories", "category_codes")
+        ),
+        *(a for d in (train, val) for a in (d.depth, d.chain) if a is not None),
+    )
+    pt, _ = inference.artefact_paths(storage, spec.name, setting)
+    row["artefact_path"] = str(pt.relative_to(storage.path()))
+    previous = inference.read_meta(storage, spec.name, setting) if reuse_unchanged else None
+    if (
+        previous is not None
+        and previous.get("fingerprint") == fingerprint
+        and previous.get("weights_sha256") == inference.weights_sha256(storage, spec.name, setting)
+    ):
+        _fill_row(row, previous)
+        row.update(status="reused", seconds=time.monotonic() - started)
+        if log is not None:
+            log(f"{spec.name}/{setting}: inputs and config unchanged, reusing {pt}")
+        return row
+    result = train_heads(train, val, spec, config, batch_size, log=log)
+    meta = {
+        "model": spec.name,
+        "setting": setting,
+        "spec": dataclasses.asdict(spec),
+        "config": config.to_dict(),
+        "batch_size": batch_size,
+        "device": str(resolve_device(config.device)),
+        "dims": {
+            "product_in_dim": int(train.products.shape[1]),
+            "category_in_dim": int(train.categories.shape[1]),
+            "modality_dims": products.dims(spec.modalities),
+        },
+        "input_model_ids": {**products.model_ids(), "category": categories.model_ids},
+        "n_train": len(train),
+        "n_val": len(val),
+        "n_dropped_empty": row["n_dropped_empty"],
+        "missing_modalities": {"train": train.missing, "val": val.missing},
+        "history": result.history,
+        "val_loss_initial": result.val_loss_initial,
+        "best_epoch": result.best_epoch,
+        "weights_epoch": result.weights_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped": result.stopped,
+        "train_seconds": result.seconds,
+        "fingerprint": fingerprint,
+    }
+    inference.save_artefact(storage, spec.name, setting, result.state_dict, meta)
+    _fill_row(row, meta)
+    row["seconds"] = time.monotonic() - started
+    return row
+
+
+def _fill_row(row: dict, meta: dict) -> None:
+    history = meta["history"]
+    vals = [h["val_loss"] for h in history if h["val_loss"] is not None]
+    row.update(
+        epochs_run=int(meta["epochs_run"]),
+        best_epoch=int(meta["best_epoch"]),
+        train_loss_first=history[0]["train_loss"] if history else None,
+        train_loss_last=history[-1]["train_loss"] if history else None,
+        val_loss_initial=meta["val_loss_initial"],
+        val_loss_first=vals[0] if vals else None,
+        val_loss_best=min(vals) if vals else None,
+    )

@@ -1,0 +1,272 @@
+"""hnsw_indexes + hnsw_recall + retrieval_runs through dg.materialize on fixture Parquet tables."""
+
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from catret_pipeline.retrieval.assets import (
+    CHECKS,
+    hnsw_indexes,
+    hnsw_recall,
+    query_plan,
+    retrieval_runs,
+)
+from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.hnsw_index import load_index
+from catret_pipeline.storage.atomic import atomic_write_parquet
+from catret_pipeline.storage.io_manager import ParquetIOManager
+from catret_pipeline.storage.resources import CatretStorage
+
+UPSTREAM = [
+    "evaluation_pairs",
+    "products",
+    "title_embeddings",
+    "image_embeddings",
+    "category_embeddings",
+    "category_clip_embeddings",
+    "fused_representations",
+]
+LEAVES = [
+    ("Electronics", "Antennas"),
+    ("Electronics", "Accessories"),
+    ("Electronics", "Cables"),
+    ("Home", "Accessories"),  # same name as a node under Electronics: one query
+    ("Home", "Lamps"),
+    ("Home", "Rugs"),
+]
+
+
+def arr(m):
+    m = np.asarray(m, dtype=np.float32)
+    return pl.Series("embedding", m).cast(pl.Array(pl.Float32, m.shape[1]))
+
+
+def write_fixtures(data_dir: Path, n: int = 120, hard: bool = False) -> dict:
+    """Upstream tables in the IO manager's layout; returns facts the tests check against."""
+    rng = np.random.default_rng(0)
+    asins = [f"P{i:04d}" for i in range(n)]
+    leaf = [(i // 3) % len(LEAVES) for i in range(n)]
+    split = ["test" if i % 3 == 0 else "train" for i in range(n)]
+    pairs = []
+    for setting, level in (("all", 1), ("general", 0)):
+        for i in range(n):
+            root, name = LEAVES[leaf[i]]
+            cat_name = name if level else root
+            cat_id = f"{root}/{name}" if level else root
+            pairs.append((setting, asins[i], cat_id, cat_name, level + 1, split[i], True))
+    evaluation_pairs = pl.DataFrame(
+        pairs,
+        schema=[
+            "setting",
+            "asin",
+            "category_id",
+            "category_name",
+            "category_depth",
+            "split",
+            "seen_in_train",
+        ],
+        orient="row",
+    )
+
+    def vectors(dim):
+        centers = rng.normal(size=(len(LEAVES), dim))
+        if hard:
+            items = rng.normal(size=(n, dim))  # no structure: graph search has nothing to use
+        else:
+            items = centers[leaf] + 0.15 * rng.normal(size=(n, dim))
+        roots = {
+            r: centers[[j for j, (rr, _) in enumerate(LEAVES) if rr == r]].mean(0)
+            for r in ("Electronics", "Home")
+        }
+        return centers, items, roots
+
+    dim = 64 if hard else 16
+    text_c, text_items, text_roots = vectors(dim)
+    clip_c, clip_items, clip_roots = vectors(12)
+    fused_c, fused_items, fused_roots = vectors(8)
+    node_ids = [f"n{j}" for j in range(len(LEAVES))] + ["r0", "r1"]
+    node_names = [name for _, name in LEAVES] + ["Electronics", "Home"]
+
+    has_image = [i % 5 != 0 for i in range(n)]
+    tables = {
+        "evaluation_pairs": evaluation_pairs,
+        "products": pl.DataFrame(
+            {
+                "asin": asins,
+                "title": [
+                    None if i == 3 else f"{LEAVES[leaf[i]][1]} product number {i}" for i in range(n)
+                ],
+                "market": "us",
+            }
+        ),
+        "title_embeddings": pl.DataFrame(
+            {"asin": asins, "model_id": "text", "content_hash": "h"}
+        ).with_columns(arr(text_items)),
+        "image_embeddings": pl.DataFrame(
+            {"asin": [a for a, ok in zip(asins, has_image, strict=True) if ok], "model_id": "clip"}
+        ).with_columns(arr(clip_items[has_image])),
+        "category_embeddings": pl.DataFrame(
+            {"node_id": node_ids, "name": node_names, "model_id": "text", "content_hash": "h"}
+        ).with_columns(arr(np.vstack([text_c, text_roots["Electronics"], text_roots["Home"]]))),
+        # no CLIP vector for "Rugs": that query cannot be answered by CLIP
+        "category_clip_embeddings": pl.DataFrame(
+            {"node_id": node_ids[:5] + node_ids[6:], "name": node_names[:5] + node_names[6:]}
+        ).with_columns(arr(np.vstack([clip_c[:5], clip_roots["Electronics"], clip_roots["Home"]]))),
+    }
+    fused = []
+    for setting in ("all", "general"):
+        fused.append(
+            pl.DataFrame(
+                {"model": "clip-ita", "setting": setting, "kind": "product", "key": asins}
+            ).with_columns(arr(fused_items))
+        )
+        names = [name for _, name in LEAVES] if setting == "all" else ["Electronics", "Home"]
+        vecs = (
+            fused_c
+            if setting == "all"
+            else np.vstack([fused_roots["Electronics"], fused_roots["Home"]])
+        )
+        fused.append(
+            pl.DataFrame(
+                {"model": "clip-ita", "setting": setting, "kind": "category", "key": names}
+            ).with_columns(arr(vecs))
+        )
+    tables["fused_representations"] = pl.concat(fused)
+    for name, df in tables.items():
+        atomic_write_parquet(df, data_dir / "assets" / f"{name}.parquet")
+    test = [i for i in range(n) if split[i] == "test"]
+    return {
+        "n_test": len(test),
+        "no_image_test": {asins[i] for i in test if not has_image[i]},
+        "text_items": text_items,
+        "text_c": text_c,
+        "asins": asins,
+        "evaluation_pairs": evaluation_pairs,
+    }
+
+
+def run(data_dir: Path, selection, run_config=None):
+    return dg.materialize(
+        [*(dg.AssetSpec(k) for k in UPSTREAM), *selection],
+        resources={
+            "io_manager": ParquetIOManager(data_dir=str(data_dir)),
+            "storage": CatretStorage(data_dir=str(data_dir)),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+
+
+def check_config(**cfg):
+    return {"ops": {hnsw_recall.node_def.name: {"config": cfg}}}
+
+
+def test_checks_export():
+    assert [hnsw_recall] == CHECKS
+
+
+def test_indexes_check_and_runs_on_toy_data(tmp_path):
+    facts = write_fixtures(tmp_path)
+    result = run(tmp_path, [hnsw_indexes, hnsw_recall, retrieval_runs])
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed
+    assert evaluation.metadata["min_recall_at_10"].value >= 0.98
+    assert "clip-ita" in evaluation.metadata["recall"].value
+
+    idx = pl.read_parquet(tmp_path / "assets" / "hnsw_indexes.parquet")
+    assert sorted(zip(idx["model"], idx["setting"], strict=True)) == [
+        (m, s) for m in ("clip", "clip-ita", "mpnet") for s in ("all", "general")
+    ]
+    clip = idx.filter(pl.col("model") == "clip").row(0, named=True)
+    assert clip["n_missing_vectors"] == len(facts["no_image_test"])
+    assert clip["n_items"] == facts["n_test"] - len(facts["no_image_test"])
+    mpnet = idx.filter((pl.col("model") == "mpnet") & (pl.col("setting") == "all")).row(
+        0, named=True
+    )
+    assert mpnet["index_path"] == "indexes/mpnet/all.bin"
+    assert mpnet["dim"] == 16 and mpnet["M"] == 16 and mpnet["ef"] == 100
+    assert mpnet["recall_at_10"] >= 0.98 and mpnet["bytes"] > 0
+    loaded = load_index(tmp_path / mpnet["index_path"], tmp_path / mpnet["labels_path"])
+    assert loaded.n == facts["n_test"] and loaded.meta["model"] == "mpnet"
+
+    runs = pl.read_parquet(tmp_path / "assets" / "retrieval_runs.parquet")
+    assert runs.columns == ["model", "setting", "query", "rank", "asin", "score", "search"]
+    assert set(runs["model"]) == {"bm25", "mpnet", "clip", "clip-ita"}
+    # ranks are 1..n, no asin twice in a list
+    per_list = runs.group_by("model", "setting", "query").agg(
+        pl.col("rank").min().alias("lo"),
+        pl.col("rank").max().alias("hi"),
+        pl.len().alias("n"),
+        pl.col("asin").n_unique().alias("distinct"),
+    )
+    assert (per_list["lo"] == 1).all()
+    assert (per_list["hi"] == per_list["n"]).all()
+    assert (per_list["distinct"] == per_list["n"]).all()
+
+    # depth = max(10, R): 40 test products, 21 under Electronics, 19 under Home
+    pairs = facts["evaluation_pairs"].filter(pl.col("split") == "test")
+    plan = query_plan(pairs, "general")
+    assert plan["query"].to_list() == ["Electronics", "Home"]
+    assert plan["n_relevant"].to_list() == [21, 19] and plan["depth"].to_list() == [21, 19]
+    depth = {
+        s: dict(query_plan(pairs, s).select("query", "depth").iter_rows())
+        for s in ("all", "general")
+    }
+    assert depth["all"]["Accessories"] == 14 and depth["all"]["Antennas"] == 10
+    mp = per_list.filter(pl.col("model") == "mpnet")
+    for setting, query, n in mp.select("setting", "query", "n").iter_rows():
+        assert n == depth[setting][query], (setting, query)
+    assert mp.height == 5 + 2  # "Accessories" is one query for two tree nodes
+
+    # mpnet lists are the exact lists
+    mp_acc = runs.filter(
+        (pl.col("model") == "mpnet")
+        & (pl.col("setting") == "all")
+        & (pl.col("query") == "Antennas")
+    ).sort("rank")
+    test_rows = sorted(i for i, a in enumerate(facts["asins"]) if a in set(pairs["asin"]))
+    ids, scores = exact_topk(
+        l2_normalize(facts["text_items"][test_rows]), l2_normalize(facts["text_c"][0:1]), 10
+    )
+    assert mp_acc["asin"].to_list() == [facts["asins"][test_rows[j]] for j in ids[0]]
+    np.testing.assert_allclose(mp_acc["score"].to_numpy(), scores[0], atol=1e-5)
+
+    # CLIP: image-less products are never retrieved; a name without a CLIP vector gets no list
+    clip_runs = runs.filter(pl.col("model") == "clip")
+    assert not set(clip_runs["asin"]) & facts["no_image_test"]
+    assert "Rugs" not in set(clip_runs["query"])
+    assert "Rugs" in set(runs.filter(pl.col("model") == "mpnet")["query"])
+    # BM25 returns only titles sharing a term with the query, all scored > 0
+    bm = runs.filter(pl.col("model") == "bm25")
+    assert (bm["score"] > 0).all() and set(bm["search"]) == {"bm25"}
+    assert set(runs.filter(pl.col("model") != "bm25")["search"]) <= {"hnsw", "exact"}
+    bm_lamps = bm.filter((pl.col("setting") == "all") & (pl.col("query") == "Lamps"))
+    assert bm_lamps.height == 6  # the 6 test titles that say "Lamps"
+
+
+def test_recall_check_fails_above_one_and_blocks_runs(tmp_path):
+    write_fixtures(tmp_path)
+    result = run(
+        tmp_path, [hnsw_indexes, hnsw_recall, retrieval_runs], check_config(recall_bound=1.01)
+    )
+    assert not result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["recall_bound"].value == pytest.approx(1.01)
+    assert not (tmp_path / "assets" / "retrieval_runs.parquet").exists()
+
+
+def test_recall_check_fails_for_a_starved_graph_on_structureless_data(tmp_path):
+    write_fixtures(tmp_path, n=1500, hard=True)
+    starved = {"ops": {"hnsw_indexes": {"config": {"M": 2, "ef_construction": 2, "ef": 1}}}}
+    result = run(tmp_path, [hnsw_indexes, hnsw_recall], starved)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["min_recall_at_10"].value < 0.9
+    # the bound the asset was configured with governs the check
+    assert evaluation.metadata["recall_bound"].value == pytest.approx(0.98)
