@@ -198,7 +198,12 @@ def test_resumes_from_checkpoint_parts(tmp_path, encoders):
         data, encoders, run_config={"ops": {"title_embeddings": {"config": {"chunk_rows": 1}}}}
     )
     assert (again["title_embeddings"]["encoded"], again["title_embeddings"]["reused"]) == (1, 3)
-    assert read(data, "title_embeddings").equals(done)
+    resumed = read(data, "title_embeddings")
+    assert resumed.drop("embedding").equals(done.drop("embedding"))
+    # the re-encoded row sat in a different batch: equal up to float noise
+    np.testing.assert_allclose(
+        np.stack(resumed["embedding"].to_numpy()), np.stack(done["embedding"].to_numpy()), atol=1e-5
+    )
     assert not (data / "checkpoints" / "title_embeddings").exists()
 
 

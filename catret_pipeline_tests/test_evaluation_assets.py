@@ -34,7 +34,8 @@ def node_id(path: tuple[str, ...]) -> str:
 
 def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
     rng = np.random.default_rng(seed)
-    nodes = sorted({leaf[:i] for leaf in LEAVES for i in range(1, len(leaf) + 1)})
+    # ("Home", "Garden") has no product but the two test-only ones added below.
+    nodes = sorted({leaf[:i] for leaf in LEAVES for i in range(1, len(leaf) + 1)} | {("Home", "Garden")})
     tree = pl.DataFrame(
         {
             "node_id": [node_id(p) for p in nodes],
@@ -44,7 +45,7 @@ def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
             "path": [list(p) for p in nodes],
             "n_direct": [0] * len(nodes),
             "n_subtree": [0] * len(nodes),
-            "is_leaf": [p in LEAVES for p in nodes],
+            "is_leaf": [p in LEAVES or p == ("Home", "Garden") for p in nodes],
         }
     )
     pair_rows = []
@@ -79,8 +80,8 @@ def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
         {
             "setting": ["all", "all"],
             "asin": ["B0030", "B0031"],
-            "category_id": [node_id(("Home", "Kitchen"))] * 2,
-            "category_name": ["Kitchen"] * 2,
+            "category_id": [node_id(("Home", "Garden"))] * 2,
+            "category_name": ["Garden"] * 2,
             "category_depth": [2, 2],
             "split": ["test", "test"],
             "seen_in_train": [False, False],
@@ -185,7 +186,7 @@ def test_materialize_evaluation_and_report(tmp_path):
     )
     assert set(best["model"]) <= {"clip-ita", "clip-ita@exact"}
     unseen = metrics.filter((pl.col("setting") == "all") & (pl.col("subset") == "unseen"))
-    assert (unseen["n_queries"] == 1).all()  # "Kitchen"
+    assert (unseen["n_queries"] == 1).all()  # "Garden"
 
     per_query = read("metrics_per_query")
     assert {"model", "setting", "query", "subset", "R", "r_precision"} <= set(per_query.columns)

@@ -1,6 +1,5 @@
 """The DuckDB catalogue asset, materialised after every table asset it depends on."""
 
-from __future__ import annotations
 
 from collections.abc import Sequence
 
