@@ -11,7 +11,14 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from catret_pipeline.embeddings.assets import ASSETS, DEFAULT_CATEGORY_PROMPT, sha1_text
+from catret_pipeline.embeddings.assets import (
+    ASSETS,
+    DEFAULT_CATEGORY_PROMPT,
+    EmbeddingConfig,
+    run_incremental,
+    sha1_text,
+)
+from catret_pipeline.embeddings.incremental import encoded_frame
 from catret_pipeline.encoders.openclip import TINY_MODEL
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.storage.atomic import atomic_write_parquet
@@ -217,3 +224,43 @@ def test_category_prompt_change_reencodes(tmp_path, encoders):
     again = materialize(data, encoders, run_config=cfg)
     assert again["category_clip_embeddings"]["encoded"] == 3
     assert again["category_embeddings"]["encoded"] == 0
+
+
+def test_interrupted_run_leaves_checkpoints_that_the_next_run_reuses(tmp_path):
+    storage = CatretStorage(data_dir=str(tmp_path))
+    current = pl.DataFrame(
+        {"asin": [f"P{i}" for i in range(5)], "title": [f"t{i}" for i in range(5)]}
+    ).with_columns(pl.col("title").alias("content_hash"))
+    calls: list[list[str]] = []
+
+    def encode_chunk(rows, progress, fail_after=None):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise KeyboardInterrupt("killed")
+        calls.append(rows["asin"].to_list())
+        vecs = np.ones((rows.height, 3), dtype=np.float32) / np.sqrt(3)
+        progress(rows.height, rows.height)
+        return encoded_frame(rows, vecs, ["asin"], "m"), {}
+
+    cfg = EmbeddingConfig(chunk_rows=2)
+    ctx = dg.build_asset_context()
+    with pytest.raises(KeyboardInterrupt):
+        run_incremental(
+            ctx,
+            storage,
+            "t_emb",
+            current,
+            ["asin"],
+            "m",
+            lambda: 3,
+            lambda r, p: encode_chunk(r, p, fail_after=2),
+            cfg,
+        )
+    assert len(list((tmp_path / "checkpoints" / "t_emb").glob("part-*.parquet"))) == 2
+    calls.clear()
+    table, meta = run_incremental(
+        ctx, storage, "t_emb", current, ["asin"], "m", lambda: 3, encode_chunk, cfg
+    )
+    assert calls == [["P4"]]
+    assert (meta["encoded"].value, meta["reused"].value) == (1, 4)
+    assert table["asin"].to_list() == current["asin"].to_list()
+    assert not (tmp_path / "checkpoints" / "t_emb").exists()

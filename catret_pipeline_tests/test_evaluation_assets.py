@@ -35,7 +35,9 @@ def node_id(path: tuple[str, ...]) -> str:
 def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
     rng = np.random.default_rng(seed)
     # ("Home", "Garden") has no product but the two test-only ones added below.
-    nodes = sorted({leaf[:i] for leaf in LEAVES for i in range(1, len(leaf) + 1)} | {("Home", "Garden")})
+    nodes = sorted(
+        {leaf[:i] for leaf in LEAVES for i in range(1, len(leaf) + 1)} | {("Home", "Garden")}
+    )
     tree = pl.DataFrame(
         {
             "node_id": [node_id(p) for p in nodes],
@@ -69,7 +71,9 @@ def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
                 }
             )
     pairs = pl.DataFrame(pair_rows)
-    train_names = pairs.filter(pl.col("split") == "train").select("setting", "category_name").unique()
+    train_names = (
+        pairs.filter(pl.col("split") == "train").select("setting", "category_name").unique()
+    )
     pairs = pairs.join(
         train_names.with_columns(pl.lit(True).alias("seen_in_train")),
         on=["setting", "category_name"],
@@ -88,7 +92,12 @@ def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
         }
     )
     pairs = pl.concat(
-        [pairs.filter(~((pl.col("setting") == "all") & pl.col("asin").is_in(["B0030", "B0031"]))), extra],
+        [
+            pairs.filter(
+                ~((pl.col("setting") == "all") & pl.col("asin").is_in(["B0030", "B0031"]))
+            ),
+            extra,
+        ],
         how="diagonal_relaxed",
     )
 
@@ -116,9 +125,13 @@ def fixture_tables(seed: int = 0) -> dict[str, pl.DataFrame]:
                         }
                     )
     runs = pl.DataFrame(run_rows)
-    # An exact-search variant of clip-ita, evaluated as an extra model.
+    # clip-ita also answered by exact search: a second list per query, an extra model.
     exact = runs.filter(pl.col("model") == "clip-ita").with_columns(pl.lit("exact").alias("search"))
-    return {"retrieval_runs": pl.concat([runs, exact]), "evaluation_pairs": pairs, "category_tree": tree}
+    return {
+        "retrieval_runs": pl.concat([runs, exact]),
+        "evaluation_pairs": pairs,
+        "category_tree": tree,
+    }
 
 
 def write_fixtures(data_dir: Path) -> dict[str, pl.DataFrame]:
@@ -128,14 +141,23 @@ def write_fixtures(data_dir: Path) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def test_select_runs_renames_secondary_search_variants():
+def test_select_runs_keeps_one_path_per_query_and_splits_duplicated_paths():
     runs = fixture_tables()["retrieval_runs"]
-    selected = select_runs(runs, "hnsw")
-    assert set(selected["model"].unique()) == {*MODELS, "clip-ita@exact"}
+    # clip-ita answered every query twice (hnsw and exact): the default primary path is exact
+    selected = select_runs(runs)
+    assert set(selected["model"].unique()) == {*MODELS, "clip-ita@hnsw"}
     assert selected.columns == ["model", "setting", "query", "rank", "asin"]
-    flipped = select_runs(runs, "exact")
-    assert set(flipped["model"].unique()) == {*MODELS, "clip-ita@hnsw"}
+    flipped = select_runs(runs, "hnsw")
+    assert set(flipped["model"].unique()) == {*MODELS, "clip-ita@exact"}
     assert select_runs(runs.drop("search")).height == runs.drop("search").height
+    # the normal case: one list per query, some answered by the exact fallback -> no renaming
+    mixed = runs.filter(pl.col("search") != "exact").with_columns(
+        pl.when(pl.col("query") == "Audio")
+        .then(pl.lit("exact"))
+        .otherwise(pl.col("search"))
+        .alias("search")
+    )
+    assert set(select_runs(mixed)["model"].unique()) == set(MODELS)
 
 
 def test_materialize_evaluation_and_report(tmp_path):
@@ -177,24 +199,35 @@ def test_materialize_evaluation_and_report(tmp_path):
         "r_precision",
     ]
     assert set(metrics["subset"]) == {"all", "seen", "unseen"}
-    assert metrics.height == 6 * 3 * 3  # models (incl. clip-ita@exact) x settings x subsets
+    assert metrics.height == 6 * 3 * 3  # models (incl. clip-ita@hnsw) x settings x subsets
     best = (
         metrics.filter(pl.col("subset") == "all")
         .sort("r_precision", descending=True)
         .group_by("setting", maintain_order=True)
         .first()
     )
-    assert set(best["model"]) <= {"clip-ita", "clip-ita@exact"}
+    assert set(best["model"]) <= {"clip-ita", "clip-ita@hnsw"}
     unseen = metrics.filter((pl.col("setting") == "all") & (pl.col("subset") == "unseen"))
     assert (unseen["n_queries"] == 1).all()  # "Garden"
 
     per_query = read("metrics_per_query")
     assert {"model", "setting", "query", "subset", "R", "r_precision"} <= set(per_query.columns)
     errors = read("errors")
-    assert {"model", "setting", "query", "top1_asin", "pred_category", "relation", "depth_diff"} <= set(
-        errors.columns
-    )
-    assert set(errors["relation"]) <= {"ancestor", "descendant", "same_tree_other", "different_tree"}
+    assert {
+        "model",
+        "setting",
+        "query",
+        "top1_asin",
+        "pred_category",
+        "relation",
+        "depth_diff",
+    } <= set(errors.columns)
+    assert set(errors["relation"]) <= {
+        "ancestor",
+        "descendant",
+        "same_tree_other",
+        "different_tree",
+    }
     significance = read("significance")
     assert significance.columns == [
         "reference",
@@ -217,7 +250,7 @@ def test_materialize_evaluation_and_report(tmp_path):
     assert report_md == data_dir.resolve() / "reports" / "report.md"
     text = report_md.read_text()
     assert "Dataset: fixture catalogue" in text
-    assert "CLIP-ITA (hnsw)" not in text and "CLIP-ITA (exact)" in text
+    assert "CLIP-ITA (exact)" not in text and "CLIP-ITA (hnsw)" in text
     assert "| CLIP-ITA |" in text and "9.90 / 13.27 / 13.43 / 20.30 / 20.53 / 13.42" in text
     for key, value in report_meta.items():
         if key.startswith("plot/"):
@@ -239,7 +272,10 @@ def test_metrics_markdown_formats_percentages():
             "setting": ["all"],
             "subset": ["all"],
             "n_queries": [3],
-            **{m: [0.1234] for m in ("p_at_1", "p_at_5", "p_at_10", "map_at_5", "map_at_10", "r_precision")},
+            **{
+                m: [0.1234]
+                for m in ("p_at_1", "p_at_5", "p_at_10", "map_at_5", "map_at_10", "r_precision")
+            },
         }
     )
     md = metrics_markdown(table)

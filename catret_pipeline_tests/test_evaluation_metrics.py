@@ -183,6 +183,17 @@ def test_model_missing_a_query_scores_zero_on_it():
     assert pq.height == 4
 
 
+def test_judged_query_no_model_answered_scores_zero():
+    runs = pl.DataFrame(run_rows("m", "all", "q", ["a"]))
+    judged = pl.DataFrame(
+        qrels("all", "q", ["a"]) + qrels("all", "silent", ["b"]) + qrels("other", "x", ["c"])
+    )
+    pq = per_query_metrics(runs, judged)
+    assert pq.select("setting", "query").rows() == [("all", "q"), ("all", "silent")]
+    silent = pq.row(1, named=True)
+    assert silent["R"] == 1 and silent["n_retrieved"] == 0 and silent["r_precision"] == 0.0
+
+
 def test_null_asin_is_a_non_relevant_position():
     row = one_query([None, "a"], ["a"])
     assert row["p_at_1"] == 0.0
@@ -250,9 +261,10 @@ def random_case(seed: int):
             ]
             run_list += run_rows(model, "s", q, asins, ranks)
             truth[(model, "s", q)] = (dict(zip(ranks, asins, strict=True)), relevant[q])
-    ran = {q for (_, _, q) in truth}
+    # every judged query plus every query some model ran is scored for every model
+    scored = {q for (_, _, q) in truth} | {q for q in queries if relevant[q]}
     for model in ("m1", "m2"):
-        for q in ran:
+        for q in scored:
             truth.setdefault((model, "s", q), ({}, relevant[q]))
     schema = {
         "model": pl.String,

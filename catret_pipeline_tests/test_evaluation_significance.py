@@ -128,6 +128,6 @@ def test_every_setting_and_model_is_compared():
         "p_at_1",
     ]
     # clip trails by 0.4 on every query (up to float noise): zero variance, p = 0
-    assert table.filter(
-        (pl.col("model") == "clip") & (pl.col("setting") == "all")
-    )["t_pvalue"].to_list() == [0.0, 0.0]
+    assert table.filter((pl.col("model") == "clip") & (pl.col("setting") == "all"))[
+        "t_pvalue"
+    ].to_list() == [0.0, 0.0]

@@ -36,12 +36,17 @@ def _synthetic(seed: int = 0):
 
     seen = np.arange(N_CATS - N_HELD_OUT)
     unseen = np.arange(N_CATS - N_HELD_OUT, N_CATS)
-    return text, {
-        "train": make(seen, 20),
-        "val": make(seen, 5),
-        "test_seen": make(seen, 5),
-        "test_unseen": make(unseen, 5),
-    }, seen, unseen
+    return (
+        text,
+        {
+            "train": make(seen, 20),
+            "val": make(seen, 5),
+            "test_seen": make(seen, 5),
+            "test_unseen": make(unseen, 5),
+        },
+        seen,
+        unseen,
+    )
 
 
 CONFIG = FusionTrainConfig(proj_dim=16, hidden_dims=(64, 64), epochs=30, device="cpu")
@@ -110,9 +115,7 @@ def test_deterministic_for_a_seed():
     b = train_heads(data["train"], data["val"], spec, cfg, 16)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
-    c = train_heads(
-        data["train"], data["val"], spec, dataclasses.replace(cfg, seed=1), 16
-    )
+    c = train_heads(data["train"], data["val"], spec, dataclasses.replace(cfg, seed=1), 16)
     assert not all(torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
 
 

@@ -129,6 +129,8 @@ def run_incremental(
         f"{asset}: {current.height} rows, {plan.reused.height} reusable, {todo.height} to encode, "
         f"{plan.dropped} dropped (model {model_id})"
     )
+    if todo.height:
+        encoder_dim()  # load the model first so that the logged rate is encoding speed alone
     progress = _Progress(context, asset, todo.height, config.log_every_batches)
     encoded_parts: list[pl.DataFrame] = []
     failures: dict[int, str] = {}

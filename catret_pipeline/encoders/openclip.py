@@ -132,8 +132,8 @@ def _offline_hint(spec: ClipSpec) -> str:
         "Change the `clip` resource config: either set checkpoint_path to a local open_clip weights "
         "file (e.g. open_clip_pytorch_model.bin for this architecture, downloaded elsewhere), or use "
         f"model_name={TINY_MODEL!r} with pretrained='' for an offline random-init model "
-        "(pipeline runs, retrieval quality is meaningless). Set HF_HUB_OFFLINE=1 to fail fast "
-        "instead of retrying the download."
+        "(pipeline runs, retrieval quality is meaningless). From the CLI: CATRET_CLIP_CHECKPOINT=<file> "
+        "or CATRET_PROFILE=offline. Set HF_HUB_OFFLINE=1 to fail fast instead of retrying the download."
     )
 
 

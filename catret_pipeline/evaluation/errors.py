@@ -29,7 +29,12 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from catret_pipeline.evaluation.metrics import _require, qrels_from_pairs, validate_runs
+from catret_pipeline.evaluation.metrics import (
+    _require,
+    qrels_from_pairs,
+    ranking_grid,
+    validate_runs,
+)
 
 RELATIONS: tuple[str, ...] = (
     "same_category",
@@ -117,8 +122,8 @@ def classify_errors(
 ) -> pl.DataFrame:
     """One row per ranking whose top-1 is wrong (see the module doc), columns :data:`ERROR_COLUMNS`.
 
-    Rankings are those of :func:`per_query_metrics`: every model x every query run in the setting
-    by any model, restricted to queries with at least one relevant test product.
+    Rankings are those of :func:`per_query_metrics` (:func:`ranking_grid`), restricted to
+    queries with at least one relevant test product.
     """
     _require(category_tree, ("node_id", "path"), "category_tree")
     _require(
@@ -131,12 +136,7 @@ def classify_errors(
     judged = qrels_from_pairs(evaluation_pairs)
     with_relevant = judged.select("setting", "query").unique()
 
-    grid = (
-        runs.select("model", "setting")
-        .unique()
-        .join(runs.select("setting", "query").unique(), on="setting")
-        .join(with_relevant, on=["setting", "query"])
-    )
+    grid = ranking_grid(runs, judged).join(with_relevant, on=["setting", "query"])
     first = grid.join(top1(runs), on=keys, how="left")
     wrong = (
         first.join(

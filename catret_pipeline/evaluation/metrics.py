@@ -255,6 +255,23 @@ def validate_runs(runs: pl.DataFrame) -> pl.DataFrame:
     return runs
 
 
+def ranking_grid(runs: pl.DataFrame, qrels: pl.DataFrame) -> pl.DataFrame:
+    """``(model, setting, query)`` of every ranking to score.
+
+    Per setting that has runs: each model that ran in it x every query of the setting, i.e. every
+    judged query (a test category name) plus any other query some model ran. Settings without
+    runs are not evaluated.
+    """
+    ran = runs.select("model", "setting").unique()
+    queries = pl.concat(
+        [
+            runs.select("setting", "query"),
+            qrels.select(pl.col("setting").cast(pl.String), pl.col("query").cast(pl.String)),
+        ]
+    ).unique()
+    return ran.join(queries, on="setting").sort("model", "setting", "query")
+
+
 def per_query_metrics(
     runs: pl.DataFrame,
     qrels: pl.DataFrame,
@@ -266,7 +283,7 @@ def per_query_metrics(
     relevant products). ``queries`` (optional, from :func:`query_info`) adds ``subset`` and
     ``query_depth``.
 
-    The queries of a setting are the union of the queries any model ran in it, so a model that
+    Every model is scored on every query of the setting (:func:`ranking_grid`): a model that
     returned nothing for a query scores 0 on it instead of being evaluated on fewer queries.
     Metrics are NaN -> null for R = 0. Ranks must be unique within a ranking; gaps are allowed
     (a skipped rank is a non-relevant position).
@@ -296,9 +313,7 @@ def per_query_metrics(
         )
 
     grid = (
-        runs.select("model", "setting")
-        .unique()
-        .join(runs.select("setting", "query").unique(), on="setting")
+        ranking_grid(runs, judged)
         .join(n_rel, on=["setting", "query"], how="left")
         .join(per_ranking.select(*keys, "n_retrieved"), on=keys, how="left")
         .with_columns(pl.col("R").fill_null(0), pl.col("n_retrieved").fill_null(0))

@@ -82,6 +82,9 @@ class FusionModelsConfig(dg.Config):
     tree_weight: float = Field(0.5, description="clip-ita-tree: target weight of parent/child.")
     tree_decay: float = Field(0.5, description="clip-ita-tree: factor per extra depth level.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    torch_threads: int | None = Field(
+        1, description="torch CPU threads while training (None: torch's default)."
+    )
     reuse_unchanged: bool = Field(
         True, description="Reuse an artefact trained on identical inputs and config."
     )
@@ -111,6 +114,7 @@ class FusionModelsConfig(dg.Config):
             tree_weight=self.tree_weight,
             tree_decay=self.tree_decay,
             device=self.device,
+            torch_threads=self.torch_threads,
         )
 
 

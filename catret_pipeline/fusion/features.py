@@ -197,7 +197,7 @@ class ProductFeatureTables:
 
 @dataclass
 class CategoryVectors:
-    """Category text vectors by node id and by name (names map to their first node)."""
+    """Category text vectors by node id and by name (a shared name maps to its smallest node id)."""
 
     by_id: dict[str, int]
     by_name: dict[str, int]
@@ -218,9 +218,13 @@ class CategoryVectors:
         _check_unique(category_embeddings, "node_id", "category_embeddings")
         matrix = embedding_matrix(category_embeddings["embedding"])
         by_id = {k: i for i, k in enumerate(category_embeddings["node_id"].to_list())}
+        # Shared names take the row of the smallest node_id (as retrieval does); the encoder
+        # maps equal names to equal vectors anyway, so this only pins determinism.
         by_name: dict[str, int] = {}
-        for i, name in enumerate(category_embeddings["name"].to_list()):
-            by_name.setdefault(name, i)
+        node_ids = category_embeddings["node_id"].to_list()
+        names = category_embeddings["name"].to_list()
+        for i in sorted(range(len(names)), key=lambda j: node_ids[j]):
+            by_name.setdefault(names[i], i)
         model_ids = (
             sorted(str(m) for m in category_embeddings["model_id"].drop_nulls().unique().to_list())
             if "model_id" in category_embeddings.columns

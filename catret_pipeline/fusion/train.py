@@ -70,6 +70,9 @@ class FusionTrainConfig:
     tree_decay: float = 0.5
     #: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
+    #: torch intra-op threads while training on CPU (None: leave torch's setting). The heads
+    #: are small: on a loaded 2-core machine 2 threads ran 10x slower than 1 (OpenMP waits).
+    torch_threads: int | None = 1
 
     def batch_size_for(self, setting: str) -> int:
         return int(self.batch_sizes.get(setting, self.default_batch_size))
@@ -109,6 +112,17 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _adamw(heads: FusionHeads, config: FusionTrainConfig) -> torch.optim.AdamW:
+    # The fused kernel halves the step time at batch 8 on CPU (measured 6 vs 12 ms per step
+    # with 1280-d inputs); fall back where a build lacks it.
+    try:
+        return torch.optim.AdamW(
+            heads.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+        )
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 @dataclass
@@ -188,6 +202,26 @@ def train_heads(
     device = resolve_device(config.device)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
     started = time.monotonic()
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu" and config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        return _train(train, val, spec, config, batch_size, log, device, fork_devices, started)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(
+    train: PairData,
+    val: PairData | None,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+    batch_size: int,
+    log: Callable[[str], None] | None,
+    device: torch.device,
+    fork_devices: list[int],
+    started: float,
+) -> TrainResult:
     with torch.random.fork_rng(devices=fork_devices):
         # Seeds the global RNG (head init, dropout) without leaking into the caller's state.
         torch.manual_seed(config.seed)
@@ -198,7 +232,7 @@ def train_heads(
             hidden_dims=config.hidden_dims,
             dropout=config.dropout,
         ).to(device)
-        opt = torch.optim.AdamW(heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        opt = _adamw(heads, config)
         order_gen = torch.Generator().manual_seed(config.seed)
         tr = _Tensors.of(train, device)
         va = _Tensors.of(val, device) if val is not None and len(val) >= 2 else None

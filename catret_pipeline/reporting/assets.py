@@ -1,6 +1,5 @@
 """The ``report`` asset: report.md + PNG plots under ``<data_dir>/reports/``."""
 
-
 import dagster as dg
 import polars as pl
 

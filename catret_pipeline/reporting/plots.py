@@ -12,7 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
-from catret_pipeline.reporting.paper import SETTING_NAMES, SETTINGS, display_name, model_sort_key
+from catret_pipeline.reporting.paper import (
+    METRIC_NAMES,
+    SETTING_NAMES,
+    SETTINGS,
+    display_name,
+    model_sort_key,
+)
 from catret_pipeline.storage.atomic import atomic_write_bytes
 
 RELATION_COLOURS: dict[str, str] = {
@@ -75,12 +81,6 @@ def plot_model_setting_bars(
     fig, axes = _figure(len(settings))
     if not settings:
         _no_data(axes[0])
-    labels = {
-        "r_precision": "R-precision",
-        "p_at_10": "P@10",
-        "p_at_1": "P@1",
-        "map_at_10": "mAP@10",
-    }
     for ax, setting in zip(axes, settings, strict=False):
         rows = data.filter(pl.col("setting") == setting)
         models = _models(rows)
@@ -92,7 +92,7 @@ def plot_model_setting_bars(
                 x + (i - (len(bars) - 1) / 2) * width,
                 values,
                 width,
-                label=labels.get(metric, metric),
+                label=METRIC_NAMES.get(metric, metric),
             )
         ax.set_xticks(x, [display_name(m) for m in models], rotation=45, ha="right")
         ax.set_title(SETTING_NAMES.get(setting, setting))
@@ -111,6 +111,8 @@ def plot_metric_by_depth(
     fig, axes = _figure(len(settings))
     if not settings:
         _no_data(axes[0])
+    # One colour per model across panels, even where a model is missing from one.
+    colours = {m: f"C{i % 10}" for i, m in enumerate(_models(data))}
     for ax, setting in zip(axes, settings, strict=False):
         rows = (
             data.filter(pl.col("setting") == setting)
@@ -124,15 +126,24 @@ def plot_metric_by_depth(
                 line["query_depth"].to_list(),
                 [_pct(v) for v in line["value"].to_list()],
                 marker="o",
+                color=colours[model],
                 label=display_name(model),
             )
         ax.set_title(SETTING_NAMES.get(setting, setting))
         ax.set_xlabel("query category depth (root = 1)")
-        ax.set_ylabel(f"mean {metric} (%)")
+        ax.set_ylabel(f"mean {METRIC_NAMES.get(metric, metric)} (%)")
         depths = rows["query_depth"].unique().sort().to_list()
         ax.set_xticks(depths)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    # One legend for all panels, outside them: lines would hide behind per-panel legends.
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(
+            list(handles.values()), list(handles), loc="outside right upper", fontsize="small"
+        )
     return _save(fig, path)
 
 
@@ -160,7 +171,7 @@ def plot_seen_unseen(metrics: pl.DataFrame, path: str | Path, metric: str = "r_p
             ax.bar(x + (i - 0.5) * 0.4, values, 0.4, label=f"{subset} (n={n})")
         ax.set_xticks(x, [display_name(m) for m in models], rotation=45, ha="right")
         ax.set_title(SETTING_NAMES.get(setting, setting))
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize="small")
     return _save(fig, path)
