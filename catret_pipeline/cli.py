@@ -97,10 +97,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [
-        e.event_specific_data.asset_check_evaluation.asset_check_key.to_user_string()
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and not e.event_specific_data.asset_check_evaluation.passed
+        ev.asset_check_key.to_user_string() for ev in result.get_asset_check_evaluations() if not ev.passed
     ]
     if failed_checks:
         print("failed asset checks: " + ", ".join(failed_checks))
