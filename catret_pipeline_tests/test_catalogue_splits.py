@@ -114,3 +114,29 @@ def test_evaluation_pairs_requires_every_split():
     products = pl.DataFrame({"asin": ["a", "b"], "category_path": [["R"], ["R"]]})
     with pytest.raises(ValueError, match="no split"):
         evaluation_pairs(products, pl.DataFrame({"asin": ["a"], "split": ["train"]}))
+
+
+def test_held_out_paths_go_wholly_to_test_and_are_unseen():
+    from catret_pipeline.catalogue.splits import evaluation_pairs, is_held_out_path, split_catalogue
+
+    paths = [["Root", f"Mid{i % 20 % 3}", f"Leaf{i % 20}"] for i in range(2000)]
+    products = pl.DataFrame({"asin": [f"A{i:05d}" for i in range(2000)], "category_path": paths})
+    plain = split_catalogue(products, seed=1, holdout_fraction=0.0)
+    assert plain == split_products(products["asin"].to_list(), seed=1)
+
+    split = split_catalogue(products, seed=1, holdout_fraction=0.3)
+    held = {tuple(p) for p in paths if is_held_out_path(p, 0.3, seed=1)}
+    assert 0 < len(held) < 20
+    for asin, path in zip(products["asin"], paths, strict=True):
+        if tuple(path) in held:
+            assert split[asin] == "test"
+        else:
+            assert split[asin] == plain[asin]
+
+    splits = pl.DataFrame({"asin": list(split), "split": list(split.values())})
+    pairs = evaluation_pairs(products, splits, seed=1)
+    specific_test = pairs.filter((pl.col("setting") == "specific") & (pl.col("split") == "test"))
+    unseen = set(specific_test.filter(~pl.col("seen_in_train"))["category_name"])
+    assert unseen == {p[-1] for p in held}
+    with pytest.raises(ValueError):
+        is_held_out_path(["a"], 1.5)
