@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_image_embedding.py            # ~2-3 min on 2 cores
+    .venv/bin/python benchmarks/bench_image_embedding.py            # ~3-5 min on 2 cores
     .venv/bin/python benchmarks/bench_image_embedding.py --images 256 --batch-sizes 8,32,64
 
 What it measures, all in one process so that the ratios are comparable on a shared machine:
@@ -22,10 +22,12 @@ product as 2*m*n*k, and the matmul benchmark counts 2*n^3 per product, so "achie
 (= FLOPs per image x img/s) and the matmul GFLOP/s are directly comparable. Only matmuls,
 convolutions and attention are counted (layer norms, GELU and softmax are not), as usual.
 
-Configurations run round-robin for ``--repeats`` rounds and the best round is reported, so a burst
-of load from other processes hurts one round rather than one configuration. The load average is
-printed and written with the results. The table goes to stdout and to the ``image-embedding``
-section of docs/benchmarks.md (``--no-write`` to skip).
+The machine is shared, so every configuration runs on one chunk of images (``--chunk``, default
+two of the largest batches) in turn, the order rotating from round to round, for ``--repeats``
+passes over the images. Each rate is total work / total time over all its rounds, so every
+configuration sees the same mix of quiet and busy moments; the per-round min-max shows the noise.
+The load average is printed and written with the results. The table goes to stdout and to the
+``image-embedding`` section of docs/benchmarks.md (``--no-write`` to skip).
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ MODEL_NAME = "ViT-B-32"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=96, help="JPEG files to encode (default 96).")
+    p.add_argument("--images", type=int, default=128, help="JPEG files to encode (128).")
     p.add_argument("--size", type=int, default=500, help="Side of the square JPEGs in px (500).")
     p.add_argument("--quality", type=int, default=85, help="JPEG quality (85).")
     p.add_argument("--batch-sizes", default="8,32", help="Comma-separated batch sizes (8,32).")
-    p.add_argument("--repeats", type=int, default=2, help="Round-robin rounds; best is kept (2).")
+    p.add_argument("--repeats", type=int, default=2, help="Passes over the images (2).")
+    p.add_argument(
+        "--chunk", type=int, default=0, help="Images per round; 0 = 2 x largest batch size."
+    )
     p.add_argument("--matmul-n", type=int, default=2048, help="Square matmul side (2048).")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch default.")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto).")
@@ -91,8 +96,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(dtype, n: int, device: str, min_seconds: float = 1.0) -> float:
-    """Dense n x n @ n x n throughput, 2*n^3 FLOPs per product."""
+def matmul_flops(dtype, n: int, device: str, min_seconds: float = 0.5) -> float:
+    """FLOPs done by dense n x n @ n x n products (2*n^3 each) in about ``min_seconds``."""
     import torch
 
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -110,7 +115,7 @@ def matmul_gflops(dtype, n: int, device: str, min_seconds: float = 1.0) -> float
             elapsed = time.perf_counter() - t0
             if elapsed >= min_seconds and reps >= 3:
                 break
-    return 2.0 * n**3 * reps / elapsed / 1e9
+    return 2.0 * n**3 * reps
 
 
 def count_image_flops(clip) -> tuple[float, dict[str, float]]:
@@ -187,186 +192,3 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
-# ---- main -----------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    import open_clip
-    import torch
-
-    from catret_pipeline.encoders.resources import OpenClipEncoder
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    load_before = os.getloadavg()
-    t_start = time.perf_counter()
-
-    encoders = {
-        (prec, bs): OpenClipEncoder(
-            model_name=MODEL_NAME,
-            pretrained="",
-            precision=prec,
-            batch_size=bs,
-            device=args.device,
-            threads=args.threads,
-        )
-        for prec in ("fp32", "bf16")
-        for bs in batch_sizes
-    }
-    fp32 = encoders[("fp32", batch_sizes[0])].model()  # same cached model for every fp32 batch size
-    device = fp32.device
-    for enc in encoders.values():
-        enc.model()  # load outside the timed region
-
-    flops, by_op = count_image_flops(fp32)
-    analytic = analytic_vit_flops(open_clip.get_model_config(MODEL_NAME))
-    print(
-        f"{MODEL_NAME} image tower: {flops / 1e9:.3f} GFLOP/image (FlopCounterMode, 2 per MAC); "
-        f"analytic 2*MAC {analytic / 1e9:.3f}; by op (GFLOP): "
-        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in sorted(by_op.items()))
-    )
-
-    with tempfile.TemporaryDirectory(prefix="catret-bench-img-") as tmp:
-        paths = write_jpegs(Path(tmp), args.images, args.size, args.quality)
-        mean_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
-        print(f"{len(paths)} JPEGs {args.size}x{args.size} q{args.quality}, mean {mean_kb:.0f} KB")
-
-        # Warm-up: first forward passes allocate and pick kernels.
-        warm = paths[: max(batch_sizes)]
-        naive_encode(fp32, warm[:2])
-        for enc in encoders.values():
-            enc.encode_images(warm)
-
-        configs: dict[str, object] = {
-            "naive": lambda: naive_encode(fp32, paths),
-            "decode, full": lambda: decode_only(fp32, paths, draft=False),
-            "decode, draft": lambda: decode_only(fp32, paths, draft=True),
-        }
-        for (prec, bs), enc in encoders.items():
-            configs[f"{prec} b{bs}"] = lambda enc=enc: enc.encode_images(paths)
-        configs["matmul fp32"] = lambda: matmul_gflops(torch.float32, args.matmul_n, device)
-        configs["matmul bf16"] = lambda: matmul_gflops(torch.bfloat16, args.matmul_n, device)
-
-        best: dict[str, float] = {}  # seconds for image configs, GFLOP/s for matmuls
-        outputs: dict[str, object] = {}
-        for r in range(args.repeats):
-            for name, fn in configs.items():
-                seconds, result = timed(fn)
-                if name.startswith("matmul"):
-                    best[name] = max(best.get(name, 0.0), float(result))
-                    print(f"round {r + 1} {name:14s} {result:8.1f} GFLOP/s", flush=True)
-                else:
-                    best[name] = min(best.get(name, float("inf")), seconds)
-                    outputs[name] = result
-                    print(f"round {r + 1} {name:14s} {len(paths) / seconds:8.1f} img/s", flush=True)
-    load_after = os.getloadavg()
-
-    rate = {k: args.images / v for k, v in best.items() if not k.startswith("matmul")}
-    roof = {"fp32": best["matmul fp32"], "bf16": best["matmul bf16"]}
-    rows = [["naive loop (fp32, batch 1, full decode)", "fp32", 1, f"{rate['naive']:.1f}", "1.00x"]]
-    rows[0] += _roofline_cells(rate["naive"] * flops / 1e9, roof, "fp32")
-    for prec, bs in encoders:
-        r_ = rate[f"{prec} b{bs}"]
-        gf = r_ * flops / 1e9
-        rows.append(
-            [
-                "OpenClipEncoder.encode_images",
-                prec,
-                bs,
-                f"{r_:.1f}",
-                f"{r_ / rate['naive']:.2f}x",
-                *_roofline_cells(gf, roof, prec),
-            ]
-        )
-    headers = [
-        "path",
-        "precision",
-        "batch",
-        "img/s",
-        "vs naive",
-        "model GFLOP/s",
-        "% of same-precision matmul",
-        "% of bf16 matmul",
-    ]
-    table = md_table(headers, rows)
-
-    ref32 = outputs[f"fp32 b{max(batch_sizes)}"]
-    cos_bf16 = cosine_stats(outputs[f"bf16 b{max(batch_sizes)}"], ref32)
-    cos_naive = cosine_stats(outputs["naive"], ref32)
-    best_name = max((k for k in rate if k[:4] in ("fp32", "bf16")), key=rate.get)
-    best32 = max((k for k in rate if k.startswith("fp32")), key=rate.get)
-    best16 = max((k for k in rate if k.startswith("bf16")), key=rate.get)
-    decode_full, decode_draft = rate["decode, full"], rate["decode, draft"]
-
-    cmd_args = [a if not Path(a).is_absolute() else os.path.relpath(a, REPO) for a in sys.argv]
-    command = ".venv/bin/python " + shlex.join(cmd_args)
-    facts = "\n".join(
-        [
-            f"- Machine: {machine()}",
-            f"- Command (repository root): `{command}`",
-            f"- Load average (1/5/15 min) before {_fmt_load(load_before)}, after "
-            f"{_fmt_load(load_after)} on {os.cpu_count()} cores; wall time "
-            f"{time.perf_counter() - t_start:.0f} s.",
-            f"- Input: {args.images} JPEGs, {args.size}x{args.size} px, quality {args.quality} "
-            f"(mean {mean_kb:.0f} KB), written to a temp dir; open_clip `{MODEL_NAME}`, "
-            f'pretrained="" (seeded random init), device {device}; best of {args.repeats} '
-            "round-robin rounds.",
-            f"- FLOPs per image (image tower, 1 multiply-add = 2 FLOPs): {flops / 1e9:.3f} GFLOP by "
-            f"`FlopCounterMode` (analytic ViT count {analytic / 1e9:.3f}; open_clip's profile lists "
-            "8.82, the same 2-per-MAC convention). Matmul: "
-            f"{args.matmul_n}x{args.matmul_n} @ {args.matmul_n}x{args.matmul_n}, 2n^3 FLOPs per "
-            f"product: fp32 {roof['fp32']:.1f} GFLOP/s, bf16 {roof['bf16']:.1f} GFLOP/s "
-            f"({roof['bf16'] / roof['fp32']:.2f}x).",
-            f"- Decode + preprocess only, one thread: {decode_full:.0f} img/s full-size, "
-            f"{decode_draft:.0f} img/s with `Image.draft` (what encode_images does).",
-            f"- Embeddings: bf16 vs fp32 cosine mean {cos_bf16[0]:.5f}, min {cos_bf16[1]:.5f}; "
-            f"naive (full decode) vs encode_images fp32 (draft decode) mean {cos_naive[0]:.5f}, "
-            f"min {cos_naive[1]:.5f}.",
-        ]
-    )
-    reading = (
-        f"Reading: the best configuration, {best_name} ({rate[best_name]:.1f} img/s), embeds "
-        f"{rate[best_name] / rate['naive']:.1f}x faster than the naive loop ({rate['naive']:.1f} "
-        f"img/s). At fp32 batching and decode overlap give {rate[best32] / rate['naive']:.2f}x "
-        f"({best32}); casting the weights to bf16 adds {rate[best16] / rate[best32]:.2f}x on top "
-        f"({best16}), against a {roof['bf16'] / roof['fp32']:.2f}x ratio between the bf16 and "
-        f"fp32 matmul rooflines. The fp32 path reaches "
-        f"{100 * rate[best32] * flops / 1e9 / roof['fp32']:.0f}% of the fp32 matmul throughput and "
-        f"the bf16 path {100 * rate[best16] * flops / 1e9 / roof['bf16']:.0f}% of the bf16 one; "
-        "the rest is the non-matmul work of the tower (layer norms, GELU, softmax, which the FLOP "
-        f"count leaves out), the small matrices of a 50-token ViT, and JPEG decoding, which at "
-        f"{decode_draft:.0f} img/s per core with draft mode costs "
-        f"{100 * rate[best_name] / decode_draft:.0f}% of one core at the best rate and competes with "
-        "the forward pass for the same cores. bf16 changes the embeddings little (cosine to fp32 "
-        f"{cos_bf16[0]:.4f} mean, {cos_bf16[1]:.4f} worst) on random-init weights; re-check with "
-        "real weights before relying on it. Absolute rates move with the load of the shared machine; "
-        "the ratios within this run are the result."
-    )
-    body = (
-        f"## Image embedding: {MODEL_NAME} image tower with JPEG decode\n\n"
-        "Written by `benchmarks/bench_image_embedding.py` (see its docstring).\n\n"
-        f"{facts}\n\n{table}\n\n{reading}\n"
-    )
-    print()
-    print(body)
-    if not args.no_write:
-        write_section("image-embedding", body)
-        print(f"written to {os.path.relpath(REPO / 'docs' / 'benchmarks.md')}")
-
-
-def _roofline_cells(gflops: float, roof: dict[str, float], prec: str) -> list[str]:
-    return [
-        f"{gflops:.1f}",
-        f"{100 * gflops / roof[prec]:.0f}%",
-        f"{100 * gflops / roof['bf16']:.0f}%",
-    ]
-
-
-def _fmt_load(load: tuple[float, float, float]) -> str:
-    return "/".join(f"{x:.2f}" for x in load)
-
-
-if __name__ == "__main__":
-    main()

@@ -37,6 +37,7 @@ def configure_environment(
     data_dir: str | None = None,
     raw_root: str | None = None,
     profile: str | None = None,
+    create: bool = True,
 ) -> dict[str, str]:
     """Point this process (and the dagster processes it starts) at one data dir and instance."""
     if data_dir:
@@ -49,11 +50,12 @@ def configure_environment(
         os.environ[settings.ENV_PROFILE] = profile
     settings.profile()  # fail early on a bad profile name
     data = Path(os.environ[settings.ENV_DATA_DIR])
-    data.mkdir(parents=True, exist_ok=True)
     # Without DAGSTER_HOME dagster uses a temporary home and forgets runs and schedules on exit.
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(data / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
+    if create:
+        data.mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+    if create and not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(DAGSTER_YAML)
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     if settings.profile() == "offline":
@@ -127,7 +129,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    env = configure_environment(args.data_dir, None, None)
+    env = configure_environment(args.data_dir, None, None, create=False)
     db = Path(env["data_dir"]) / "catret.duckdb"
     if not db.exists():
         print(f"no catalogue at {db}: run `catret materialize` first", file=sys.stderr)
@@ -143,7 +145,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from catret_pipeline.search import SearchError, print_results, search, write_contact_sheet
 
-    env = configure_environment(args.data_dir, None, None)
+    env = configure_environment(args.data_dir, None, None, create=False)
     try:
         hits = search(
             data_dir=env["data_dir"], query=args.query, model=args.model, setting=args.setting, k=args.k

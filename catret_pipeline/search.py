@@ -299,6 +299,19 @@ def _bm25(root: Path, setting: str, name: str, k: int) -> tuple[list[str], np.nd
     return ranker.rank(name, k)
 
 
+def _missing_index(model: str, setting: str, indexes: pl.DataFrame) -> str:
+    from catret_pipeline.fusion.features import MODEL_SPECS
+
+    if model in indexes["model"].to_list():
+        return f"model {model!r} has no index for setting {setting!r} ({MATERIALIZE_HINT})"
+    if model in ("mpnet", "clip", *MODEL_SPECS):
+        return (
+            f"model {model!r} is not materialised in this data dir (trained models: "
+            f"fusion_models config `models`; {MATERIALIZE_HINT})"
+        )
+    return f"unknown model {model!r}"
+
+
 def _vector_search(
     root: Path, model: str, setting: str, name: str, k: int
 ) -> tuple[list[str], np.ndarray, str, list[str]]:
@@ -308,13 +321,9 @@ def _vector_search(
     indexes = _read(root, "hnsw_indexes", "vector search")
     row = indexes.filter((pl.col("model") == model) & (pl.col("setting") == setting))
     if row.is_empty():
-        known = model in indexes["model"].to_list()
-        what = (
-            f"model {model!r} has no index for setting {setting!r}"
-            if known
-            else (f"no index for model {model!r}")
+        raise SearchError(
+            f"{_missing_index(model, setting, indexes)}; available: {_available(indexes)}"
         )
-        raise SearchError(f"{what}; available: {_available(indexes)} ({MATERIALIZE_HINT})")
     rec = row.row(0, named=True)
     if rec["index_path"] is None:
         raise SearchError(
@@ -428,6 +437,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 3)] + "..."
 
 
+def _clip_left(text: str, width: int) -> str:
+    # The leaf end of a category path says the most: cut from the root side.
+    return text if len(text) <= width else "..." + text[len(text) - max(0, width - 3) :]
+
+
 def format_results(
     hits: SearchResults | Sequence[Hit],
     query: str,
@@ -450,7 +464,7 @@ def format_results(
         )
         for h in rows:
             title = _clip((h.title or "(no title)").replace("\n", " "), title_width)
-            path = _clip(" > ".join(h.category_path), path_width)
+            path = _clip_left(" > ".join(h.category_path), path_width)
             lines.append(
                 f"{h.rank:>4}  {h.asin:<12}  {title:<{title_width}}  {path:<{path_width}}  {h.score:.4f}"
             )
