@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_image_embedding.py            # ~3-5 min on 2 cores
+    .venv/bin/python benchmarks/bench_image_embedding.py            # ~2 min on 2 idle cores
     .venv/bin/python benchmarks/bench_image_embedding.py --images 256 --batch-sizes 8,32,64
 
 What it measures, all in one process so that the ratios are comparable on a shared machine:
@@ -96,8 +96,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(dtype, n: int, device: str, min_seconds: float = 0.5) -> float:
-    """FLOPs done by dense n x n @ n x n products (2*n^3 each) in about ``min_seconds``."""
+def matmul_flops(dtype, n: int, device: str, min_seconds: float = 0.5) -> tuple[float, float]:
+    """(FLOPs, seconds) of dense n x n @ n x n products (2*n^3 FLOPs each), after a warm-up."""
     import torch
 
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -115,7 +115,7 @@ def matmul_flops(dtype, n: int, device: str, min_seconds: float = 0.5) -> float:
             elapsed = time.perf_counter() - t0
             if elapsed >= min_seconds and reps >= 3:
                 break
-    return 2.0 * n**3 * reps
+    return 2.0 * n**3 * reps, elapsed
 
 
 def count_image_flops(clip) -> tuple[float, dict[str, float]]:
@@ -192,3 +192,205 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
+# ---- main -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import open_clip
+    import torch
+
+    from catret_pipeline.encoders.resources import OpenClipEncoder
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    chunk = args.chunk or 2 * max(batch_sizes)
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+
+    encoders = {
+        (prec, bs): OpenClipEncoder(
+            model_name=MODEL_NAME,
+            pretrained="",
+            precision=prec,
+            batch_size=bs,
+            device=args.device,
+            threads=args.threads,
+        )
+        for prec in ("fp32", "bf16")
+        for bs in batch_sizes
+    }
+    fp32 = encoders[("fp32", batch_sizes[0])].model()  # one cached model per precision
+    device = fp32.device
+    for enc in encoders.values():
+        enc.model()  # load outside the timed region
+
+    flops, by_op = count_image_flops(fp32)
+    analytic = analytic_vit_flops(open_clip.get_model_config(MODEL_NAME))
+    print(
+        f"{MODEL_NAME} image tower: {flops / 1e9:.3f} GFLOP/image (FlopCounterMode, 2 per MAC); "
+        f"analytic 2*MAC {analytic / 1e9:.3f}; by op (GFLOP): "
+        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in sorted(by_op.items()))
+    )
+
+    configs: dict = {
+        "naive": lambda ps: naive_encode(fp32, ps),
+        "decode, full": lambda ps: decode_only(fp32, ps, draft=False),
+        "decode, draft": lambda ps: decode_only(fp32, ps, draft=True),
+    }
+    for (prec, bs), enc in encoders.items():
+        configs[f"{prec} b{bs}"] = lambda ps, enc=enc: enc.encode_images(ps)
+    configs["matmul fp32"] = lambda _: matmul_flops(torch.float32, args.matmul_n, device)
+    configs["matmul bf16"] = lambda _: matmul_flops(torch.bfloat16, args.matmul_n, device)
+    names = list(configs)
+
+    with tempfile.TemporaryDirectory(prefix="catret-bench-img-") as tmp:
+        paths = write_jpegs(Path(tmp), args.images, args.size, args.quality)
+        mean_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
+        print(f"{len(paths)} JPEGs {args.size}x{args.size} q{args.quality}, mean {mean_kb:.0f} KB")
+
+        # Warm-up: first forward passes allocate and pick kernels.
+        warm = paths[: max(batch_sizes)]
+        naive_encode(fp32, warm[:2])
+        for enc in encoders.values():
+            enc.encode_images(warm)
+
+        chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        work = dict.fromkeys(names, 0.0)  # images, or FLOPs for the matmuls
+        secs = dict.fromkeys(names, 0.0)
+        per_round: dict[str, list[float]] = {n: [] for n in names}
+        outputs: dict[str, list] = {n: [None] * len(chunks) for n in names}
+        rounds = [(p, c) for p in range(args.repeats) for c in range(len(chunks))]
+        for r, (_, c) in enumerate(rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                seconds, result = timed(lambda fn=configs[name], ps=chunks[c]: fn(ps))
+                if name.startswith("matmul"):
+                    done, seconds = result
+                    unit = "GFLOP/s"
+                else:
+                    done, unit = len(chunks[c]), "img/s"
+                    outputs[name][c] = result
+                work[name] += done
+                secs[name] += seconds
+                per_round[name].append(done / seconds / (1e9 if unit == "GFLOP/s" else 1))
+            print(
+                f"round {r + 1}/{len(rounds)}: "
+                + ", ".join(f"{n} {per_round[n][-1]:.1f}" for n in names),
+                flush=True,
+            )
+    load_after = os.getloadavg()
+
+    rate = {n: work[n] / secs[n] for n in names}
+    roof = {"fp32": rate["matmul fp32"] / 1e9, "bf16": rate["matmul bf16"] / 1e9}
+
+    def spread(name: str) -> str:
+        return f"{min(per_round[name]):.1f}-{max(per_round[name]):.1f}"
+
+    def row(label: str, name: str, prec: str, bs: int) -> list:
+        gf = rate[name] * flops / 1e9
+        return [
+            label,
+            prec,
+            bs,
+            f"{rate[name]:.1f}",
+            spread(name),
+            f"{rate[name] / rate['naive']:.2f}x",
+            f"{gf:.0f}",
+            f"{100 * gf / roof[prec]:.0f}%",
+            f"{100 * gf / roof['bf16']:.0f}%",
+        ]
+
+    rows = [row("naive loop (full decode, 1 image per forward)", "naive", "fp32", 1)]
+    rows += [row("OpenClipEncoder.encode_images", f"{p} b{b}", p, b) for p, b in encoders]
+    headers = [
+        "path",
+        "precision",
+        "batch",
+        "img/s",
+        "per-round min-max",
+        "vs naive",
+        "model GFLOP/s",
+        "% of same-precision matmul",
+        "% of bf16 matmul",
+    ]
+    table = md_table(headers, rows)
+
+    emb = {n: np.concatenate(outputs[n]) for n in names if outputs[n][0] is not None}
+    ref32 = emb[f"fp32 b{max(batch_sizes)}"]
+    cos_bf16 = cosine_stats(emb[f"bf16 b{max(batch_sizes)}"], ref32)
+    cos_naive = cosine_stats(emb["naive"], ref32)
+    encode_names = [f"{p} b{b}" for p, b in encoders]
+    best_name = max(encode_names, key=rate.get)
+    best32 = max((n for n in encode_names if n.startswith("fp32")), key=rate.get)
+    best16 = max((n for n in encode_names if n.startswith("bf16")), key=rate.get)
+    frac32 = rate[best32] * flops / 1e9 / roof["fp32"]
+    frac16 = rate[best16] * flops / 1e9 / roof["bf16"]
+    decode_full, decode_draft = rate["decode, full"], rate["decode, draft"]
+
+    cmd_args = [a if not Path(a).is_absolute() else os.path.relpath(a, REPO) for a in sys.argv]
+    command = ".venv/bin/python " + shlex.join(cmd_args)
+    facts = "\n".join(
+        [
+            f"- Machine: {machine()}",
+            f"- Command (repository root): `{command}`",
+            f"- Load average (1/5/15 min) before {_fmt_load(load_before)}, after "
+            f"{_fmt_load(load_after)} on {os.cpu_count()} cores (other processes share them); "
+            f"wall time {time.perf_counter() - t_start:.0f} s.",
+            f"- Input: {args.images} JPEGs, {args.size}x{args.size} px, quality {args.quality} "
+            f"(mean {mean_kb:.0f} KB), written to a temp dir; open_clip `{MODEL_NAME}`, "
+            f'pretrained="" (seeded random init), device {device}; {len(rounds)} rounds of '
+            f"{chunk} images ({args.repeats} pass{'es' if args.repeats != 1 else ''} over them), "
+            "every configuration in every round, order rotating; rates are total work / total "
+            "time.",
+            f"- FLOPs per image (image tower, 1 multiply-add = 2 FLOPs): {flops / 1e9:.3f} GFLOP by "
+            f"`FlopCounterMode` (analytic ViT count {analytic / 1e9:.3f}; open_clip's profile lists "
+            "8.82, the same 2-per-MAC convention; norms, GELU, softmax not counted). Matmul "
+            f"roofline: {args.matmul_n}x{args.matmul_n} @ {args.matmul_n}x{args.matmul_n}, 2n^3 "
+            f"FLOPs per product: fp32 {roof['fp32']:.0f} GFLOP/s "
+            f"({spread('matmul fp32')} per round), bf16 {roof['bf16']:.0f} GFLOP/s "
+            f"({spread('matmul bf16')}), ratio {roof['bf16'] / roof['fp32']:.2f}x.",
+            f"- Decode + preprocess only, one thread: {decode_full:.0f} img/s full-size, "
+            f"{decode_draft:.0f} img/s with `Image.draft` (what encode_images does).",
+            f"- Embeddings: bf16 vs fp32 cosine mean {cos_bf16[0]:.5f}, min {cos_bf16[1]:.5f}; "
+            f"naive (full decode) vs encode_images fp32 (draft decode) mean {cos_naive[0]:.5f}, "
+            f"min {cos_naive[1]:.5f}.",
+        ]
+    )
+    reading = (
+        f"Reading: the fastest configuration, {best_name} ({rate[best_name]:.1f} img/s), embeds "
+        f"{rate[best_name] / rate['naive']:.1f}x as many images per second as the naive loop "
+        f"({rate['naive']:.1f} img/s). At fp32, batching, draft decoding and decode/forward overlap "
+        f"give {rate[best32] / rate['naive']:.2f}x ({best32}); bf16 weights add "
+        f"{rate[best16] / rate[best32]:.2f}x on top ({best16}), against "
+        f"{roof['bf16'] / roof['fp32']:.2f}x between the bf16 and fp32 matmul rooflines. The "
+        f"model runs at {100 * frac32:.0f}% of the fp32 matmul throughput at fp32 and "
+        f"{100 * frac16:.0f}% of the bf16 one at bf16 (JPEG decode included): the gap is the "
+        "uncounted element-wise work (layer norms, GELU, softmax), the smaller matrices of a "
+        f"50-token ViT, and decoding, which at {decode_draft:.0f} img/s on one core (draft mode) "
+        f"takes about {100 * rate[best_name] / decode_draft:.0f}% of a core at the best rate, on "
+        "the same cores as the forward pass. bf16 barely moves the embeddings (cosine to fp32 "
+        f"{cos_bf16[0]:.4f} mean, {cos_bf16[1]:.4f} worst) with random-init weights; re-check with "
+        "real weights before relying on that. The machine is shared (see the load average and the "
+        "per-round ranges): absolute rates move with other processes, the ratios within this run "
+        "are the result."
+    )
+    body = (
+        f"## Image embedding: {MODEL_NAME} image tower with JPEG decode\n\n"
+        "Written by `benchmarks/bench_image_embedding.py` (see its docstring).\n\n"
+        f"{facts}\n\n{table}\n\n{reading}\n"
+    )
+    print()
+    print(body)
+    if not args.no_write:
+        write_section("image-embedding", body)
+        print(f"written to {os.path.relpath(REPO / 'docs' / 'benchmarks.md')}")
+
+
+def _fmt_load(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
+
+
+if __name__ == "__main__":
+    main()

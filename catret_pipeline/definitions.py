@@ -24,6 +24,9 @@ STAGE_MODULES = (
 )
 
 
+REFRESH_TAG = "catret/refresh"
+
+
 def _stages() -> list:
     return [importlib.import_module(name) for name in STAGE_MODULES]
 
@@ -58,7 +61,17 @@ def build_definitions(data_dir: str | None = None, raw_root: str | None = None) 
         description="Materialise the whole graph: raw catalogue to metrics, report and DuckDB views.",
     )
     jobs = [build_job, *(j for m in stages for j in getattr(m, "JOBS", []))]
-    schedules = [s for m in stages for s in getattr(m, "SCHEDULES", [])]
+    # Every asset reuses unchanged work (embeddings, images, trained heads), so the daily refresh
+    # is the build job; the tag lets dagster.yaml's run queue keep refreshes from overlapping.
+    refresh = dg.ScheduleDefinition(
+        name="catalogue_refresh",
+        job=build_job,
+        cron_schedule=settings.refresh_cron(),
+        tags={REFRESH_TAG: "true"},
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Re-ingest the raw catalogue and bring every asset up to date.",
+    )
+    schedules = [refresh, *(s for m in stages for s in getattr(m, "SCHEDULES", []))]
     sensors = [s for m in stages for s in getattr(m, "SENSORS", [])]
     return dg.Definitions(
         assets=all_assets,

@@ -85,3 +85,8 @@ def text_defaults() -> dict[str, str]:
     if os.environ.get("CATRET_DEVICE"):
         out["device"] = os.environ["CATRET_DEVICE"]
     return out
+
+
+def refresh_cron() -> str:
+    """Cron of the catalogue refresh schedule (``CATRET_REFRESH_CRON``; default daily 03:00)."""
+    return os.environ.get("CATRET_REFRESH_CRON") or "0 3 * * *"

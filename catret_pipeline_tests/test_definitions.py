@@ -108,3 +108,12 @@ def test_webserver_serves_asset_graph(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_refresh_schedule_targets_the_build_job(monkeypatch, tmp_path):
+    monkeypatch.setenv("CATRET_REFRESH_CRON", "15 4 * * *")
+    d = build_definitions(data_dir=str(tmp_path))
+    schedule = d.resolve_schedule_def("catalogue_refresh")
+    assert schedule.cron_schedule == "15 4 * * *"
+    assert schedule.job_name == "catret_build"
+    assert schedule.tags["catret/refresh"] == "true"

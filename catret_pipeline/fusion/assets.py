@@ -56,8 +56,8 @@ class FusionModelsConfig(dg.Config):
     hidden_dims: list[int] = Field(
         default_factory=lambda: [512, 512], description="Hidden widths (paper: two layers)."
     )
-    dropout: float = Field(0.1, description="Dropout after each hidden layer.")
-    lr: float = Field(1e-3, description="AdamW learning rate (paper: open).")
+    dropout: float = Field(0.0, description="Dropout after each hidden layer (docs/models.md).")
+    lr: float = Field(1e-4, description="AdamW learning rate (paper: open; docs/models.md).")
     weight_decay: float = Field(0.01, description="AdamW weight decay.")
     epochs: int = Field(30, description="Epochs (paper: 30).")
     batch_size_general: int = Field(8, description="Batch size, most-general setting (paper: 8).")
@@ -83,7 +83,14 @@ class FusionModelsConfig(dg.Config):
     tree_decay: float = Field(0.5, description="clip-ita-tree: factor per extra depth level.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
     torch_threads: int | None = Field(
-        1, description="torch CPU threads while training (None: torch's default)."
+        1, description="torch CPU threads per training process (None: torch's default)."
+    )
+    workers: int = Field(
+        2,
+        description=(
+            "Processes training heads side by side on CPU (1: in-process). Each run is seeded "
+            "on its own, so results do not depend on it."
+        ),
     )
     reuse_unchanged: bool = Field(
         True, description="Reuse an artefact trained on identical inputs and config."
@@ -169,7 +176,7 @@ def fusion_models(
     category_tree: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     from catret_pipeline.fusion import inference
-    from catret_pipeline.fusion.train import train_and_save
+    from catret_pipeline.fusion.train import finish_training, prepare_training, run_jobs
 
     specs = [model_spec(m) for m in config.models]  # unknown names fail before any training
     unknown = sorted(set(config.settings) - set(SETTINGS))
@@ -180,34 +187,52 @@ def fusion_models(
         image_embeddings, title_embeddings, attribute_embeddings
     )
     categories = CategoryVectors.from_frame(category_embeddings)
-    rows, curves = [], {}
+    prepared = []
     for setting in config.settings:
         for spec in specs:
-            context.log.info(f"fusion: {spec.name}/{setting}")
-            row = train_and_save(
-                storage,
-                spec,
-                setting,
-                evaluation_pairs,
-                products,
-                categories,
-                train_config,
-                category_tree=category_tree,
-                drop_empty=config.drop_empty_products,
-                reuse_unchanged=config.reuse_unchanged,
-                log=context.log.debug,
+            prepared.append(
+                prepare_training(
+                    storage,
+                    spec,
+                    setting,
+                    evaluation_pairs,
+                    products,
+                    categories,
+                    train_config,
+                    category_tree=category_tree,
+                    drop_empty=config.drop_empty_products,
+                    reuse_unchanged=config.reuse_unchanged,
+                    log=context.log.debug,
+                )
             )
-            rows.append(row)
-            if row["status"] == "skipped":
-                context.log.warning(f"fusion: {spec.name}/{setting} skipped: {row['reason']}")
-                continue
-            meta = inference.read_meta(storage, spec.name, setting) or {}
-            curves[f"{spec.name}/{setting}"] = meta.get("history", [])
-            context.log.info(
-                f"fusion: {spec.name}/{setting} {row['status']}: train {_fmt(row['train_loss_first'])}"
-                f"→{_fmt(row['train_loss_last'])}, val best {_fmt(row['val_loss_best'])} "
-                f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {row['seconds']:.1f}s"
-            )
+    jobs = [p for p in prepared if not isinstance(p, dict)]
+    finished: dict[int, dict] = {}
+
+    def on_done(job, result, shared_with) -> None:
+        row = finish_training(storage, job, result, shared_with)
+        finished[id(job)] = row
+        context.log.info(
+            f"fusion: {job.spec.name}/{job.setting} trained"
+            f"{' (same run as ' + shared_with + ')' if shared_with else ''}: "
+            f"train {_fmt(row['train_loss_first'])}→{_fmt(row['train_loss_last'])}, "
+            f"val best {_fmt(row['val_loss_best'])} "
+            f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {result.seconds:.1f}s"
+        )
+
+    context.log.info(
+        f"fusion: {len(jobs)} head(s) to train, {len(prepared) - len(jobs)} skipped or reused; "
+        f"{config.workers} worker process(es)"
+    )
+    run_jobs(jobs, workers=config.workers, on_done=on_done, log=context.log.info)
+    rows, curves = [], {}
+    for p in prepared:
+        row = p if isinstance(p, dict) else finished[id(p)]
+        rows.append(row)
+        if row["status"] == "skipped":
+            context.log.warning(f"fusion: {row['model']}/{row['setting']} skipped: {row['reason']}")
+            continue
+        meta = inference.read_meta(storage, row["model"], row["setting"]) or {}
+        curves[f"{row['model']}/{row['setting']}"] = meta.get("history", [])
     df = pl.DataFrame(rows, schema=FUSION_MODELS_SCHEMA)
     metadata: dict = {
         "summary": dg.MetadataValue.md(_summary_md(df)),
