@@ -21,6 +21,7 @@ STAGE_MODULES = (
     "catret_pipeline.retrieval.assets",
     "catret_pipeline.evaluation.assets",
     "catret_pipeline.reporting.assets",
+    "catret_pipeline.refresh.assets",
 )
 
 

@@ -90,3 +90,12 @@ def text_defaults() -> dict[str, str]:
 def refresh_cron() -> str:
     """Cron of the catalogue refresh schedule (``CATRET_REFRESH_CRON``; default daily 03:00)."""
     return os.environ.get("CATRET_REFRESH_CRON") or "0 3 * * *"
+
+
+def refresh_sensor_interval() -> int:
+    """Seconds between ticks of ``raw_catalogue_sensor`` (``CATRET_REFRESH_SENSOR_INTERVAL``; 300)."""
+    value = os.environ.get("CATRET_REFRESH_SENSOR_INTERVAL") or "300"
+    seconds = int(value)
+    if seconds < 1:
+        raise ValueError(f"CATRET_REFRESH_SENSOR_INTERVAL must be >= 1, got {value!r}")
+    return seconds

@@ -10,7 +10,16 @@ import torch
 
 from catret_pipeline.fusion.features import MODEL_SPECS, PairData
 from catret_pipeline.fusion.heads import FusionHeads
-from catret_pipeline.fusion.train import FusionTrainConfig, train_heads
+from catret_pipeline.fusion.train import (
+    FusionTrainConfig,
+    TrainingJob,
+    _eval_loss,
+    _Tensors,
+    batch_loss,
+    run_jobs,
+    train_heads,
+    training_key,
+)
 
 N_CATS, N_HELD_OUT, DC, DP = 50, 10, 16, 24
 
@@ -172,3 +181,89 @@ def test_config_round_trip():
     assert back == cfg
     assert back.batch_size_for("general") == 4 and back.batch_size_for("all") == 128
     assert FusionTrainConfig().batch_size_for("general") == 8
+
+
+def _with_relatives(data: PairData) -> PairData:
+    """The same pairs, the first two relabelled to their root (an ancestor of the others)."""
+    depth, chain = data.depth.copy(), data.chain.copy()
+    depth[:2], chain[:2, 1] = 1, -1
+    return dataclasses.replace(data, depth=depth, chain=chain)
+
+
+def test_tree_model_without_relatives_shares_the_masked_run():
+    _, data, _, _ = _synthetic()
+    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
+    tr, va = data["train"], data["val"]
+    masked, tree = MODEL_SPECS["clip-ita-masked"], MODEL_SPECS["clip-ita-tree"]
+    # Every category is a depth-2 leaf: no ancestor/descendant pair, identity targets.
+    assert training_key(tree, tr, va, 16, cfg) == training_key(masked, tr, va, 16, cfg)
+    a = train_heads(tr, va, masked, cfg, 16)
+    b = train_heads(tr, va, tree, cfg, 16)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+    related = _with_relatives(tr)
+    assert training_key(tree, related, va, 16, cfg) != training_key(masked, related, va, 16, cfg)
+    assert training_key(tree, tr, _with_relatives(va), 16, cfg) != training_key(
+        masked, tr, va, 16, cfg
+    )
+    # Other config or data never share.
+    assert training_key(masked, tr, va, 16, cfg) != training_key(masked, tr, va, 8, cfg)
+    assert training_key(MODEL_SPECS["clip-ita"], tr, va, 16, cfg) != training_key(
+        masked, tr, va, 16, cfg
+    )
+
+
+def test_one_pass_validation_loss_equals_per_batch_passes():
+    _, data, _, _ = _synthetic()
+    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=1, device="cpu")
+    spec = MODEL_SPECS["clip-ita-tree"]
+    val = _with_relatives(data["val"])
+    torch.manual_seed(0)
+    heads = FusionHeads(DP, DC, 8, (16, 16), 0.0)
+    t = _Tensors.of(val, torch.device("cpu"))
+    order = torch.randperm(len(val), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        losses = [
+            (float(batch_loss(heads, t, order[s : s + 8], spec, cfg)), len(order[s : s + 8]))
+            for s in range(0, len(order), 8)
+            if len(order[s : s + 8]) >= 2
+        ]
+    expected = sum(v * n for v, n in losses) / sum(n for _, n in losses)
+    assert _eval_loss(heads, t, order, 8, spec, cfg) == pytest.approx(expected, rel=1e-5)
+
+
+def _job(spec, train, val, cfg, batch_size=16) -> TrainingJob:
+    return TrainingJob(
+        spec=spec,
+        setting="all",
+        train=train,
+        val=val,
+        batch_size=batch_size,
+        config=cfg,
+        fingerprint="",
+        training_key=training_key(spec, train, val, batch_size, cfg),
+        row={},
+        meta_base={},
+    )
+
+
+def test_run_jobs_in_worker_processes_matches_in_process_and_shares_equal_runs():
+    _, data, _, _ = _synthetic()
+    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
+    jobs = [
+        _job(MODEL_SPECS[m], data["train"], data["val"], cfg)
+        for m in ("clip-i", "clip-ita-masked", "clip-ita-tree")
+    ]
+    seen = []
+    serial = run_jobs(jobs, workers=1, on_done=lambda j, r, s: seen.append((j.spec.name, s)))
+    assert sorted(seen) == [
+        ("clip-i", None),
+        ("clip-ita-masked", None),
+        ("clip-ita-tree", "clip-ita-masked"),
+    ]
+    assert serial[2][0] is serial[1][0]
+    parallel = run_jobs(jobs, workers=2)
+    for i in range(3):
+        a, b = serial[i][0].state_dict, parallel[i][0].state_dict
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert parallel[i][1] == serial[i][1]

@@ -1,0 +1,1 @@
+"""Scheduled and sensor-triggered catalogue refresh (see docs/operations.md)."""
