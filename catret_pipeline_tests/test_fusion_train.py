@@ -1,6 +1,7 @@
 """Training on a separable synthetic set: category text vectors t_k, product features
 A t_k + noise with A a fixed random linear map, so heads that learn to invert A retrieve even
-categories they never saw in training."""
+categories they never saw in training. For the residual heads the product's middle DC columns
+count as its "title" block (which here is not in the text space: the skip has to be learnt)."""
 
 import dataclasses
 
@@ -9,19 +10,21 @@ import pytest
 import torch
 
 from catret_pipeline.fusion.features import MODEL_SPECS, PairData
-from catret_pipeline.fusion.heads import FusionHeads
+from catret_pipeline.fusion.heads import FusionHeads, ResidualFusionHeads, skip_basis
 from catret_pipeline.fusion.train import (
     FusionTrainConfig,
     TrainingJob,
     _eval_loss,
     _Tensors,
     batch_loss,
+    make_heads,
     run_jobs,
     train_heads,
     training_key,
 )
 
 N_CATS, N_HELD_OUT, DC, DP = 50, 10, 16, 24
+BLOCKS = {"image": 4, "title": DC, "attributes": DP - 4 - DC}
 
 
 def _synthetic(seed: int = 0):
@@ -41,6 +44,7 @@ def _synthetic(seed: int = 0):
             category_codes=cs.astype(np.int64),
             depth=np.full(len(cs), 2, dtype=np.int64),
             chain=chain,
+            block_dims=dict(BLOCKS),
         )
 
     seen = np.arange(N_CATS - N_HELD_OUT)
@@ -61,8 +65,11 @@ def _synthetic(seed: int = 0):
 CONFIG = FusionTrainConfig(proj_dim=16, hidden_dims=(64, 64), epochs=30, device="cpu")
 
 
-def _heads(result) -> FusionHeads:
-    heads = FusionHeads(DP, DC, CONFIG.proj_dim, CONFIG.hidden_dims, CONFIG.dropout)
+def _heads(result, name: str = "clip-ita", train: PairData | None = None) -> FusionHeads:
+    if MODEL_SPECS[name].residual:
+        heads = make_heads(train, MODEL_SPECS[name], CONFIG)
+    else:
+        heads = FusionHeads(DP, DC, CONFIG.proj_dim, CONFIG.hidden_dims, CONFIG.dropout)
     heads.load_state_dict(result.state_dict)
     return heads.eval()
 
@@ -77,7 +84,9 @@ def _retrieval(heads: FusionHeads, text, test: PairData, cats) -> tuple[float, f
     return p_at_1, accuracy
 
 
-@pytest.fixture(scope="module", params=["clip-ita", "clip-ita-masked", "clip-ita-tree"])
+@pytest.fixture(
+    scope="module", params=["clip-ita", "clip-ita-masked", "clip-ita-tree", "clip-ita-res"]
+)
 def trained(request):
     text, data, seen, unseen = _synthetic()
     result = train_heads(data["train"], data["val"], MODEL_SPECS[request.param], CONFIG, 32)
@@ -86,7 +95,7 @@ def trained(request):
 
 def test_retrieves_seen_and_held_out_categories(trained):
     name, text, data, seen, unseen, result = trained
-    heads = _heads(result)
+    heads = _heads(result, name, data["train"])
     p1_seen, acc_seen = _retrieval(heads, text, data["test_seen"], seen)
     p1_unseen, acc_unseen = _retrieval(heads, text, data["test_unseen"], unseen)
     # Chance: P@1 1/40 seen, 1/10 held out.
@@ -267,3 +276,94 @@ def test_run_jobs_in_worker_processes_matches_in_process_and_shares_equal_runs()
         a, b = serial[i][0].state_dict, parallel[i][0].state_dict
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert parallel[i][1] == serial[i][1]
+
+
+def _text_space_pairs(seed: int = 0, n_cats: int = 12, per: int = 3, dim: int = DC) -> PairData:
+    """Products whose title block lives in the category text space (one shared encoder)."""
+    rng = np.random.default_rng(seed)
+    text = rng.normal(size=(n_cats, dim)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    cs = np.repeat(np.arange(n_cats), per)
+    title = text[cs] + 0.8 * rng.normal(size=(len(cs), dim)).astype(np.float32)
+    title /= np.linalg.norm(title, axis=1, keepdims=True)
+    image = rng.normal(size=(len(cs), 4)).astype(np.float32)
+    attrs = rng.normal(size=(len(cs), 5)).astype(np.float32)
+    return PairData(
+        asins=[f"p{i}" for i in range(len(cs))],
+        products=np.concatenate([image, title, attrs], axis=1),
+        categories=text[cs],
+        category_codes=cs.astype(np.int64),
+        block_dims={"image": 4, "title": dim, "attributes": 5},
+    )
+
+
+def _scores(heads: FusionHeads, data: PairData, names: np.ndarray) -> np.ndarray:
+    heads.eval()
+    p = heads.encode_products(torch.from_numpy(data.products)).numpy()
+    q = heads.encode_categories(torch.from_numpy(names)).numpy()
+    return q @ p.T
+
+
+@pytest.mark.parametrize("proj_dim", [DC, DC + 8])
+def test_untrained_residual_heads_score_the_title_name_cosine(proj_dim):
+    data = _text_space_pairs()
+    names = np.unique(data.categories, axis=0)
+    title = data.products[:, 4 : 4 + DC]
+    baseline = names @ title.T  # unit vectors: the zero-shot cosine (the MPNet baseline)
+    cfg = dataclasses.replace(CONFIG, proj_dim=proj_dim)
+    torch.manual_seed(0)
+    heads = make_heads(data, MODEL_SPECS["clip-ita-res"], cfg)
+    assert isinstance(heads, ResidualFusionHeads)
+    scores = _scores(heads, data, names)
+    np.testing.assert_allclose(scores, baseline, atol=1e-5)
+    assert (np.argsort(-scores, axis=1) == np.argsort(-baseline, axis=1)).all()
+    # Not structural: the paper's heads at the same init do not score the cosine.
+    torch.manual_seed(0)
+    plain = make_heads(data, MODEL_SPECS["clip-ita-masked"], cfg)
+    assert not np.allclose(_scores(plain, data, names), baseline, atol=1e-2)
+
+
+def test_pca_skip_keeps_the_cosine_when_projecting_down():
+    # Text vectors in an 8-d subspace of 16-d: the top-8 singular directions lose nothing.
+    rng = np.random.default_rng(3)
+    basis = np.linalg.qr(rng.normal(size=(DC, 8)))[0].T.astype(np.float32)
+    data = _text_space_pairs(dim=8)
+    data = dataclasses.replace(
+        data,
+        products=np.concatenate(
+            [data.products[:, :4], data.products[:, 4:12] @ basis, data.products[:, 12:]], axis=1
+        ),
+        categories=data.categories @ basis,
+        block_dims={"image": 4, "title": DC, "attributes": 5},
+    )
+    names = np.unique(data.categories, axis=0)
+    baseline = names @ data.products[:, 4 : 4 + DC].T
+    cfg = dataclasses.replace(CONFIG, proj_dim=8)
+    torch.manual_seed(0)
+    scores = _scores(make_heads(data, MODEL_SPECS["clip-ita-res"], cfg), data, names)
+    np.testing.assert_allclose(scores, baseline, atol=1e-4)
+    a = skip_basis(torch.from_numpy(data.categories), 8, "random", seed=1)
+    assert torch.allclose(a @ a.T, torch.eye(8), atol=1e-5)  # orthonormal rows
+    with pytest.raises(ValueError, match="skip init"):
+        skip_basis(torch.from_numpy(data.categories), 8, "nope")
+
+
+def test_residual_options_anchor_and_frozen_skip():
+    data = _text_space_pairs()
+    spec = MODEL_SPECS["clip-ita-res"]
+    base = dataclasses.replace(CONFIG, epochs=3, lr=1e-2)
+    free = train_heads(data, None, spec, base, 12).state_dict
+    frozen = train_heads(
+        data, None, spec, dataclasses.replace(base, res_skip_lr_scale=0.0), 12
+    ).state_dict
+    anchored = train_heads(
+        data, None, spec, dataclasses.replace(base, res_anchor=10.0), 12
+    ).state_dict
+    assert torch.equal(frozen["skip"], frozen["a_init"])
+    moved = (free["skip"] - free["a_init"]).norm()
+    assert moved > 0
+    assert (anchored["skip"] - anchored["a_init"]).norm() < moved
+    # The residual model never shares the masked model's run.
+    assert training_key(spec, data, data, 12, base) != training_key(
+        MODEL_SPECS["clip-ita-masked"], data, data, 12, base
+    )

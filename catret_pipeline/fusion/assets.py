@@ -81,6 +81,20 @@ class FusionModelsConfig(dg.Config):
     )
     tree_weight: float = Field(0.5, description="clip-ita-tree: target weight of parent/child.")
     tree_decay: float = Field(0.5, description="clip-ita-tree: factor per extra depth level.")
+    res_skip_init: str = Field(
+        "pca",
+        description=(
+            "clip-ita-res: initial shared skip when proj_dim < text width ('pca' or 'random'); "
+            "the identity otherwise."
+        ),
+    )
+    res_skip_lr_scale: float = Field(
+        0.1,
+        description="clip-ita-res: lr multiplier of the shared skip (0 freezes it; docs/models.md).",
+    )
+    res_anchor: float = Field(
+        0.0, description="clip-ita-res: weight of ||A - A_init||^2 in the loss."
+    )
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
     torch_threads: int | None = Field(
         1, description="torch CPU threads per training process (None: torch's default)."
@@ -120,6 +134,9 @@ class FusionModelsConfig(dg.Config):
             normalize_inputs=self.normalize_inputs,
             tree_weight=self.tree_weight,
             tree_decay=self.tree_decay,
+            res_skip_init=self.res_skip_init,
+            res_skip_lr_scale=self.res_skip_lr_scale,
+            res_anchor=self.res_anchor,
             device=self.device,
             torch_threads=self.torch_threads,
         )

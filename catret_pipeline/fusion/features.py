@@ -40,6 +40,9 @@ class ModelSpec:
     mask_same_category: bool = False
     #: Pairs whose category is an ancestor/descendant of the positive's get partial weight.
     tree_targets: bool = False
+    #: Residual heads (ours): a shared linear skip on title and category vectors, zero-init
+    #: MLP branches, so the untrained model scores the zero-shot title-vs-name cosine.
+    residual: bool = False
     description: str = ""
 
 
@@ -65,6 +68,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mask_same_category=True,
             tree_targets=True,
             description="ours: masked + tree-aware soft targets (the paper's future work)",
+        ),
+        ModelSpec(
+            "clip-ita-res",
+            (IMAGE, TITLE, ATTRIBUTES),
+            mask_same_category=True,
+            residual=True,
+            description=(
+                "ours: masked + residual heads starting at the zero-shot title-vs-name cosine"
+            ),
         ),
     )
 }
@@ -322,6 +334,8 @@ class PairData:
     depth: np.ndarray | None = None
     chain: np.ndarray | None = None
     missing: dict[str, int] = field(default_factory=dict)
+    #: Width of each product block, in input order (locates the title block for residual heads).
+    block_dims: dict[str, int] = field(default_factory=dict)
     #: Pairs left out because every modality of the product was missing (all-zero input).
     n_dropped_empty: int = 0
 
@@ -374,5 +388,6 @@ def build_pair_data(
         depth=depth,
         chain=chain,
         missing=missing,
+        block_dims=products.dims(spec.modalities),
         n_dropped_empty=int((~keep).sum()),
     )

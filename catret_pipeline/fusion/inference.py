@@ -24,7 +24,7 @@ from catret_pipeline.fusion.features import (
     l2_normalize,
     model_spec,
 )
-from catret_pipeline.fusion.heads import FusionHeads
+from catret_pipeline.fusion.heads import FusionHeads, build_heads
 from catret_pipeline.storage.atomic import atomic_write_bytes, atomic_write_text
 
 ARTEFACT_FORMAT = 1
@@ -140,12 +140,16 @@ def load_fusion_model(storage: _HasPath, model: str, setting: str) -> LoadedFusi
             f"{pt} has artefact format {payload.get('format')}, expected {ARTEFACT_FORMAT}"
         )
     cfg = meta["config"]
-    heads = FusionHeads(
+    spec = model_spec(model)
+    heads = build_heads(
+        residual=bool(meta.get("spec", {}).get("residual", False)),
         product_in_dim=int(meta["dims"]["product_in_dim"]),
         category_in_dim=int(meta["dims"]["category_in_dim"]),
         proj_dim=int(cfg["proj_dim"]),
         hidden_dims=tuple(cfg["hidden_dims"]),
         dropout=float(cfg["dropout"]),
+        modalities=spec.modalities,
+        modality_dims=meta["dims"].get("modality_dims"),
     )
     heads.load_state_dict(payload["state_dict"])
     heads.eval()

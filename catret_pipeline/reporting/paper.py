@@ -21,6 +21,7 @@ MODEL_IDS: dict[str, str] = {
 #: Our model id -> display name (models the paper lacks included).
 DISPLAY_NAMES: dict[str, str] = {v: k for k, v in MODEL_IDS.items()} | {
     "clip-ita-masked": "CLIP-ITA (masked)",
+    "clip-ita-res": "CLIP-ITA (masked + residual)",
 }
 #: Report order: zero-shot baselines, ablations, the paper's model, then our variants.
 MODEL_ORDER: tuple[str, ...] = (
