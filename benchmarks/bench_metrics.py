@@ -75,6 +75,9 @@ def make_pairs(products: int, queries: int, per_product: int, rng) -> pl.DataFra
     weights = 1.0 / np.arange(1, queries + 1) ** 1.1
     weights /= weights.sum()
     cat = rng.choice(queries, size=(products, per_product), p=weights)
+    # Every name judged at least once, so the query count is the one asked for.
+    first = np.arange(min(queries, products))
+    cat[first, 0] = first
     asin = np.repeat(np.arange(products), per_product)
     test = pl.DataFrame(
         {
@@ -323,12 +326,14 @@ def main(argv: list[str] | None = None) -> None:
     last = results[max(results)]
     reading = (
         f"Reading: `evaluate` scores {n_judged:,} queries over {args.products:,} products for one "
-        f"model in {first[0]:.2f} s ({first[1] / first[0]:.1f}x the naive loop, {first[1]:.2f} s); "
+        f"model in {first[0]:.2f} s, {first[1] / first[0]:.1f}x faster than the naive loop "
+        f"({first[1]:.2f} s); "
         f"with {max(results)} models ({last[3]:,} rankings, {last[2]:,} run rows) in "
         f"{last[0]:.2f} s ({last[1] / last[0]:.1f}x). Results agree with the naive reference to "
-        f"{max(r[4] for r in results.values()):.0e}. The cost is dominated by the polars joins "
-        "that find relevant hits (only hit rows reach numpy) and the per-query grid, so it grows "
-        "with run rows, not with the collection size."
+        f"{max(r[4] for r in results.values()):.0e}. Both are far under the {args.target_s:g} s "
+        "target at this size; `evaluate` works on whole columns (polars joins find the relevant "
+        "hits, only those reach numpy), so its cost follows the number of run rows, and it also "
+        "returns the per-query table the naive loop does not build."
     )
     body = (
         f"## Evaluation metrics: {args.queries:,} queries over {args.products:,} products\n\n"
