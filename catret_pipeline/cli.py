@@ -70,7 +70,10 @@ def configure_environment(
 
 
 def uses_bundled_sample() -> bool:
-    return Path(settings.default_raw_root()).resolve() == (settings.sample_root() / "xmarket").resolve()
+    return (
+        Path(settings.default_raw_root()).resolve()
+        == (settings.sample_root() / "xmarket").resolve()
+    )
 
 
 def ensure_bundled_sample(n_products: int | None = None) -> None:
@@ -95,18 +98,26 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     job = defs.resolve_job_def("catret_build")
     if args.select:
-        job = job.get_subset(asset_selection=dg.AssetSelection.from_string(args.select).resolve(defs.resolve_asset_graph()))
+        job = job.get_subset(
+            asset_selection=dg.AssetSelection.from_string(args.select).resolve(
+                defs.resolve_asset_graph()
+            )
+        )
     result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [
-        ev.asset_check_key.to_user_string() for ev in result.get_asset_check_evaluations() if not ev.passed
+        ev.asset_check_key.to_user_string()
+        for ev in result.get_asset_check_evaluations()
+        if not ev.passed
     ]
     if failed_checks:
         print("failed asset checks: " + ", ".join(failed_checks))
     if not result.success:
         print("run failed at: " + ", ".join(failed or ["(see the Dagster logs)"]), file=sys.stderr)
         return 1
-    print(f"done: run {result.run_id}; DuckDB catalogue at {Path(env['data_dir']) / 'catret.duckdb'}")
+    print(
+        f"done: run {result.run_id}; DuckDB catalogue at {Path(env['data_dir']) / 'catret.duckdb'}"
+    )
     return 0
 
 
@@ -114,7 +125,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
     configure_environment(args.data_dir, args.raw_root, args.profile)
     ensure_bundled_sample(args.sample_products)
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-    cmd = [dagster, "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    cmd = [
+        dagster,
+        "dev",
+        "-w",
+        str(settings.REPO_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
     return subprocess.call(cmd, cwd=settings.REPO_ROOT)
 
 
@@ -148,7 +168,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     env = configure_environment(args.data_dir, None, None, create=False)
     try:
         hits = search(
-            data_dir=env["data_dir"], query=args.query, model=args.model, setting=args.setting, k=args.k
+            data_dir=env["data_dir"],
+            query=args.query,
+            model=args.model,
+            setting=args.setting,
+            k=args.k,
         )
     except SearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -161,10 +185,19 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
-    p.add_argument("--data-dir", help=f"data directory (env {settings.ENV_DATA_DIR}; default ./data)")
+    p.add_argument(
+        "--data-dir", help=f"data directory (env {settings.ENV_DATA_DIR}; default ./data)"
+    )
     if raw:
-        p.add_argument("--raw-root", help=f"XMarket-layout root (env {settings.ENV_RAW_ROOT}; default: the bundled sample)")
-        p.add_argument("--profile", choices=sorted(settings.PROFILES), help="encoder profile (env CATRET_PROFILE)")
+        p.add_argument(
+            "--raw-root",
+            help=f"XMarket-layout root (env {settings.ENV_RAW_ROOT}; default: the bundled sample)",
+        )
+        p.add_argument(
+            "--profile",
+            choices=sorted(settings.PROFILES),
+            help="encoder profile (env CATRET_PROFILE)",
+        )
         p.add_argument("--sample-products", type=int, help="size of the generated sample catalogue")
 
 

@@ -89,7 +89,13 @@ def materialized(tmp_path):
         run_config={
             "ops": {
                 "product_splits": {
-                    "config": {"train": 0.6, "val": 0.2, "test": 0.2, "seed": 7, "holdout_fraction": 0.0}
+                    "config": {
+                        "train": 0.6,
+                        "val": 0.2,
+                        "test": 0.2,
+                        "seed": 7,
+                        "holdout_fraction": 0.0,
+                    }
                 }
             }
         },

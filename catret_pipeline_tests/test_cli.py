@@ -12,7 +12,13 @@ from catret_pipeline import cli, settings
 @pytest.fixture(autouse=True)
 def _restore_env(monkeypatch):
     # configure_environment writes os.environ; monkeypatch restores whatever it touched.
-    for name in (settings.ENV_DATA_DIR, settings.ENV_RAW_ROOT, "DAGSTER_HOME", "HF_HUB_OFFLINE", settings.ENV_PROFILE):
+    for name in (
+        settings.ENV_DATA_DIR,
+        settings.ENV_RAW_ROOT,
+        "DAGSTER_HOME",
+        "HF_HUB_OFFLINE",
+        settings.ENV_PROFILE,
+    ):
         monkeypatch.setenv(name, os.environ.get(name, ""))
         monkeypatch.delenv(name)
 

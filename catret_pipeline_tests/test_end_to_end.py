@@ -42,7 +42,12 @@ def test_every_asset_has_parquet_and_a_view(built):
         assert (built / "assets" / f"{name}.parquet").exists(), name
     con = duckdb.connect(str(built / "catret.duckdb"), read_only=True)
     try:
-        views = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+        views = {
+            r[0]
+            for r in con.execute(
+                "select view_name from duckdb_views() where not internal"
+            ).fetchall()
+        }
         assert EXPECTED_ASSETS - {"catret_duckdb"} <= views
         for view in views:
             con.execute(f"select * from {view} limit 1").fetchall()
@@ -64,7 +69,9 @@ def test_counts_reconcile_with_the_samples_broken_lines(built):
     raw = pl.read_parquet(built / "assets" / "raw_products.parquet")
     manifest = json.loads((sample / "sample_manifest.json").read_text())
     assert raw.height == 200 == pl.read_parquet(built / "assets" / "products.parquet").height
-    expected = {(b["file"], b["line_no"], b["expected_reason"]) for b in broken if b["expected_reason"]}
+    expected = {
+        (b["file"], b["line_no"], b["expected_reason"]) for b in broken if b["expected_reason"]
+    }
     got = {(r["source_file"], r["line_no"], r["reason"]) for r in quarantine.iter_rows(named=True)}
     assert expected <= got
     assert manifest  # the generator wrote its manifest beside the catalogue

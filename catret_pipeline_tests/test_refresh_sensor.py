@@ -221,5 +221,9 @@ def test_run_queue_never_starts_two_refreshes(tmp_path):
         assert dequeued() == [q1, other]  # two refreshes queued: only the first may start
         # q1 starts (as the daemon would launch it): q2 must keep waiting.
         instance.delete_run(q1)
-        _run(instance, dg.DagsterRunStatus.STARTED, refresh)
-        assert dequeued() == [other]  # one refresh running: the other waits
+        running = _run(instance, dg.DagsterRunStatus.STARTED, refresh)
+        assert dequeued() == [other]
+        # Once it has finished, q2 may start.
+        instance.delete_run(running)
+        _run(instance, dg.DagsterRunStatus.SUCCESS, refresh)
+        assert dequeued() == [q2, other]

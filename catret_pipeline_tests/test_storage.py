@@ -58,8 +58,12 @@ def test_storage_path_refuses_escape(tmp_path):
 
 def test_duckdb_catalog_views_answer(tmp_path):
     assets = tmp_path / "assets"
-    atomic_write_parquet(pl.DataFrame({"asin": ["a", "b"], "title": ["x", "y"]}), assets / "products.parquet")
-    atomic_write_parquet(pl.DataFrame({"model": ["m"], "r_precision": [0.5]}), assets / "metrics.parquet")
+    atomic_write_parquet(
+        pl.DataFrame({"asin": ["a", "b"], "title": ["x", "y"]}), assets / "products.parquet"
+    )
+    atomic_write_parquet(
+        pl.DataFrame({"model": ["m"], "r_precision": [0.5]}), assets / "metrics.parquet"
+    )
     (assets / "parted").mkdir()
     atomic_write_parquet(pl.DataFrame({"k": [1]}), assets / "parted" / "p1.parquet")
     atomic_write_parquet(pl.DataFrame({"k": [2]}), assets / "parted" / "p2.parquet")
@@ -70,7 +74,10 @@ def test_duckdb_catalog_views_answer(tmp_path):
     # A reader holding the file open read-only does not block a rebuild.
     reader = duckdb.connect(str(db), read_only=True)
     assert reader.execute("select count(*) from products").fetchone()[0] == 2
-    atomic_write_parquet(pl.DataFrame({"asin": ["a", "b", "c"], "title": ["x", "y", "z"]}), assets / "products.parquet")
+    atomic_write_parquet(
+        pl.DataFrame({"asin": ["a", "b", "c"], "title": ["x", "y", "z"]}),
+        assets / "products.parquet",
+    )
     build_catalog(db, view_sources(assets))
     reader.close()
 

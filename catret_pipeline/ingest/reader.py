@@ -29,8 +29,10 @@ from catret_pipeline.ingest.parsing import (
 from catret_pipeline.ingest.validation import Candidate, resolve_duplicates, validate_record
 
 GZIP_MAGIC = b"\x1f\x8b"
-# Compressed bytes per read; deflate expands at most ~1000x, so one step stays bounded.
-READ_CHUNK = 64 * 1024
+READ_CHUNK = 64 * 1024  # compressed bytes per read
+# Decompressed bytes per step. Deflate expands up to ~1000x, so without this cap one 64 KiB read
+# of a decompression bomb would become a 64 MiB block (and copies of it while splitting lines).
+INFLATE_CHUNK = 1024 * 1024
 
 RAW_PRODUCTS_SCHEMA = {
     "market": pl.String,
@@ -86,7 +88,7 @@ def _inflate(fh) -> Iterator[bytes]:
                 decomp = zlib.decompressobj(wbits=31)
                 in_member = True
             try:
-                out = decomp.decompress(data)
+                out = decomp.decompress(data, INFLATE_CHUNK)
             except zlib.error as exc:
                 raise _GzipBroken(f"zlib: {exc}") from None
             if out:
@@ -95,7 +97,19 @@ def _inflate(fh) -> Iterator[bytes]:
                 data = decomp.unused_data
                 in_member = False
             else:
-                data = b""
+                # Input held back by the output cap; when none is left but the cap was hit,
+                # one more call with no input drains what zlib still has buffered.
+                data = decomp.unconsumed_tail
+                while not data and len(out) == INFLATE_CHUNK and not decomp.eof:
+                    try:
+                        out = decomp.decompress(b"", INFLATE_CHUNK)
+                    except zlib.error as exc:
+                        raise _GzipBroken(f"zlib: {exc}") from None
+                    if out:
+                        yield out
+                if decomp.eof:
+                    data = decomp.unused_data
+                    in_member = False
     if in_member:
         raise _GzipBroken("compressed stream ended before the end-of-stream marker")
 

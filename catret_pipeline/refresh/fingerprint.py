@@ -60,7 +60,9 @@ class Change:
             ("touched", self.touched),
         ):
             if items:
-                shown = ", ".join(items[:limit]) + (f" (+{len(items) - limit})" if len(items) > limit else "")
+                shown = ", ".join(items[:limit]) + (
+                    f" (+{len(items) - limit})" if len(items) > limit else ""
+                )
                 parts.append(f"{len(items)} {what}: {shown}")
         return "; ".join(parts) or "no change"
 
@@ -98,10 +100,10 @@ def compare(old: Mapping[str, FileState], new: Mapping[str, FileState]) -> Chang
     added = tuple(sorted(set(new) - set(old)))
     removed = tuple(sorted(set(old) - set(new)))
     both = sorted(set(old) & set(new))
-    modified = tuple(r for r in both if (old[r].size, old[r].sha256) != (new[r].size, new[r].sha256))
-    touched = tuple(
-        r for r in both if r not in modified and old[r].mtime_ns != new[r].mtime_ns
+    modified = tuple(
+        r for r in both if (old[r].size, old[r].sha256) != (new[r].size, new[r].sha256)
     )
+    touched = tuple(r for r in both if r not in modified and old[r].mtime_ns != new[r].mtime_ns)
     return Change(added, removed, modified, touched)
 
 

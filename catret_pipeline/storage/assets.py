@@ -1,6 +1,5 @@
 """The DuckDB catalogue asset, materialised after every table asset it depends on."""
 
-
 from collections.abc import Sequence
 
 import dagster as dg
@@ -36,9 +35,14 @@ def build_duckdb_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefi
             {
                 "duckdb_path": dg.MetadataValue.path(str(db_path)),
                 "views": dg.MetadataValue.md(
-                    "\n".join(["| view | rows |", "|---|---|"] + [f"| {k} | {v} |" for k, v in counts.items()])
+                    "\n".join(
+                        ["| view | rows |", "|---|---|"]
+                        + [f"| {k} | {v} |" for k, v in counts.items()]
+                    )
                 ),
-                "example": dg.MetadataValue.text(f'duckdb -readonly {db_path} -c "select * from products limit 5"'),
+                "example": dg.MetadataValue.text(
+                    f'duckdb -readonly {db_path} -c "select * from products limit 5"'
+                ),
             }
         )
         return table

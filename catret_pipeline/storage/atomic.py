@@ -59,7 +59,11 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
 
 
 def _is_float_list(dtype: pa.DataType) -> bool:
-    if pa.types.is_fixed_size_list(dtype) or pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+    if (
+        pa.types.is_fixed_size_list(dtype)
+        or pa.types.is_list(dtype)
+        or pa.types.is_large_list(dtype)
+    ):
         return pa.types.is_floating(dtype.value_type)
     return False
 

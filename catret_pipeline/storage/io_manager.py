@@ -24,7 +24,9 @@ from catret_pipeline.storage.atomic import atomic_write_parquet
 PREVIEW_ROWS = 5
 
 
-def asset_file(data_dir: str | Path, asset_key_path: list[str], partition_key: str | None = None) -> Path:
+def asset_file(
+    data_dir: str | Path, asset_key_path: list[str], partition_key: str | None = None
+) -> Path:
     base = Path(data_dir) / "assets" / Path(*asset_key_path)
     if partition_key is None:
         return base.with_suffix(".parquet")
@@ -82,7 +84,9 @@ class ParquetIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> pl.DataFrame | pl.LazyFrame:
         key_path = list(context.asset_key.path)
         if context.has_asset_partitions:
-            paths = [asset_file(self.data_dir, key_path, key) for key in context.asset_partition_keys]
+            paths = [
+                asset_file(self.data_dir, key_path, key) for key in context.asset_partition_keys
+            ]
         else:
             paths = [asset_file(self.data_dir, key_path)]
         missing = [p for p in paths if not p.exists()]
