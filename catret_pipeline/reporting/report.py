@@ -22,7 +22,8 @@ from catret_pipeline.reporting.paper import (
 )
 
 REFERENCE = "clip-ita"
-MASKED = "clip-ita-masked"
+#: Our variants of CLIP-ITA, each compared in the report with the paper's models.
+VARIANTS = ("clip-ita-masked", "clip-ita-tree", "clip-ita-res")
 ABLATION = "clip-i"
 
 
@@ -159,12 +160,12 @@ def comparison_section(
     lines = []
     for setting in settings:
         sentences = []
-        for model in (REFERENCE, MASKED):
+        for model in (REFERENCE, *VARIANTS):
             if (model, setting) not in ours:
                 if model == REFERENCE:
                     sentences.append(f"{display_name(model)} was not evaluated in this setting.")
                 continue
-            others = [ABLATION, *BASELINES] + ([REFERENCE] if model == MASKED else [])
+            others = [ABLATION, *BASELINES] + ([REFERENCE] if model != REFERENCE else [])
             sentences.append(_comparison(setting, model, ours, significance, others))
         lines.append(f"- **{SETTING_NAMES.get(setting, setting)}**: " + " ".join(sentences))
     return "\n".join(lines)
