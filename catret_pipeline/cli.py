@@ -87,6 +87,21 @@ def ensure_bundled_sample(n_products: int | None = None) -> None:
     print(f"sample catalogue: {summary.n_products} products under {settings.sample_root()}")
 
 
+def select_job(defs, select: str | None):
+    """The build job, or its subset for a dagster selection string.
+
+    ``ingest_raw`` writes ``raw_products`` and ``quarantine`` in one step, so a selection that
+    names one of them takes the other along rather than failing.
+    """
+    import dagster as dg
+
+    job = defs.resolve_job_def("catret_build")
+    if not select:
+        return job
+    selection = dg.AssetSelection.from_string(select).required_multi_asset_neighbors()
+    return job.get_subset(asset_selection=selection.resolve(defs.resolve_asset_graph()))
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     env = configure_environment(args.data_dir, args.raw_root, args.profile)
     print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
@@ -96,13 +111,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     from catret_pipeline.definitions import defs
 
-    job = defs.resolve_job_def("catret_build")
-    if args.select:
-        job = job.get_subset(
-            asset_selection=dg.AssetSelection.from_string(args.select).resolve(
-                defs.resolve_asset_graph()
-            )
-        )
+    job = select_job(defs, args.select)
     result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [

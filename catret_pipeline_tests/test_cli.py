@@ -42,3 +42,13 @@ def test_configure_environment_writes_a_persistent_instance(tmp_path):
 def test_bad_profile_is_refused(tmp_path):
     with pytest.raises(ValueError, match="CATRET_PROFILE"):
         cli.configure_environment(str(tmp_path), None, "gpu-please")
+
+
+def test_selection_takes_multi_asset_neighbours_along(tmp_path):
+    from catret_pipeline.definitions import build_definitions
+
+    defs = build_definitions(data_dir=str(tmp_path))
+    job = cli.select_job(defs, "+key:products")
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"raw_products", "quarantine", "products"} <= keys
+    assert "title_embeddings" not in keys
