@@ -91,3 +91,12 @@ def test_sql_identifier_guard(tmp_path):
     atomic_write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "assets" / "bad-name.parquet")
     with pytest.raises(ValueError, match="identifier"):
         build_catalog(tmp_path / "c.duckdb", view_sources(tmp_path / "assets"))
+
+
+def test_markdown_preview_escapes_and_clips_cells():
+    from catret_pipeline.markdown import markdown_table
+    from catret_pipeline.storage.io_manager import preview_markdown
+
+    assert markdown_table(["a"], [["x|y\nz"]]).splitlines()[2] == "| x\\|y z |"
+    md = preview_markdown(pl.DataFrame({"t": ["a" * 100]}), max_chars=10)
+    assert md.splitlines()[2] == "| " + "a" * 9 + "… |"

@@ -5,14 +5,9 @@ import polars as pl
 
 from catret_pipeline.catalogue.splits import SETTINGS, SPLITS, evaluation_pairs, split_catalogue
 from catret_pipeline.catalogue.tree import build_tree, check_counts, check_parents, check_roots
+from catret_pipeline.markdown import markdown_table
 
 GROUP = "catalogue"
-
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @dg.asset(
@@ -30,7 +25,9 @@ def category_tree(products: pl.LazyFrame) -> dg.Output[pl.DataFrame]:
         "leaves": dg.MetadataValue.int(int(tree.get_column("is_leaf").sum())),
         "max_depth": dg.MetadataValue.int(int(tree.get_column("depth").max() or 0)),
         "distinct_names": dg.MetadataValue.int(tree.get_column("name").n_unique()),
-        "nodes_per_depth": dg.MetadataValue.md(_md_table(["depth", "nodes"], per_depth.rows())),
+        "nodes_per_depth": dg.MetadataValue.md(
+            markdown_table(["depth", "nodes"], per_depth.rows())
+        ),
     }
     return dg.Output(tree, metadata=meta)
 
@@ -141,7 +138,7 @@ def evaluation_pairs_asset(
                 unseen.get_column("category_name").n_unique(),
             ]
         )
-    md = _md_table(
+    md = markdown_table(
         [
             "setting",
             "categories",

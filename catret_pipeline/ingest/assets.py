@@ -9,6 +9,7 @@ import polars as pl
 from catret_pipeline.ingest.cleaning import clean_record
 from catret_pipeline.ingest.reader import read_catalogue
 from catret_pipeline.ingest.resources import XMarketSource
+from catret_pipeline.markdown import markdown_table
 
 GROUP = "ingest"
 
@@ -25,12 +26,6 @@ PRODUCTS_SCHEMA = {
     "attributes_hash": pl.String,
     "image_hash": pl.String,
 }
-
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 @dg.multi_asset(
@@ -59,10 +54,10 @@ def ingest_raw(context: dg.AssetExecutionContext, xmarket: XMarketSource):
         f"{len(files)} files, {result.lines_read} lines: {raw.height} products, "
         f"{quarantine.height} quarantined in {seconds:.1f}s"
     )
-    reasons_md = _md_table(
+    reasons_md = markdown_table(
         ["reason", "rows"], [[r, n] for r, n in sorted(result.reasons.items())] or [["-", 0]]
     )
-    files_md = _md_table(
+    files_md = markdown_table(
         ["source_file", "lines", "kept", "quarantined"],
         [[f["source_file"], f["lines"], f["kept"], f["quarantined"]] for f in result.per_file],
     )

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import polars as pl
 
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.reporting.paper import (
     BASELINES,
     METRIC_NAMES,
@@ -43,15 +44,6 @@ def _stars(p: float | None) -> str:
     if p is None or p != p:
         return ""
     return "**" if p < 0.01 else "*" if p < 0.05 else ""
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _settings(*frames: pl.DataFrame) -> list[str]:

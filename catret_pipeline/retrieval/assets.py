@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hnsw_index import (
     HnswParams,
@@ -151,11 +152,8 @@ def _category_matrix(queries: VectorSet, names: list[str], dim: int) -> np.ndarr
 
 
 def _md_table(df: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    for row in df.iter_rows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in df.iter_rows()]
+    return markdown_table(df.columns, rows)
 
 
 # ---------------------------------------------------------------------------------------------

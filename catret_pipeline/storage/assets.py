@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import dagster as dg
 import polars as pl
 
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.duckdb_catalog import build_catalog, view_sources
 from catret_pipeline.storage.resources import CatretStorage
 
@@ -35,10 +36,7 @@ def build_duckdb_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefi
             {
                 "duckdb_path": dg.MetadataValue.path(str(db_path)),
                 "views": dg.MetadataValue.md(
-                    "\n".join(
-                        ["| view | rows |", "|---|---|"]
-                        + [f"| {k} | {v} |" for k, v in counts.items()]
-                    )
+                    markdown_table(["view", "rows"], list(counts.items()))
                 ),
                 "example": dg.MetadataValue.text(
                     f'duckdb -readonly {db_path} -c "select * from products limit 5"'

@@ -19,6 +19,7 @@ from dagster import (
     TableSchema,
 )
 
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.atomic import atomic_write_parquet
 
 PREVIEW_ROWS = 5
@@ -40,16 +41,11 @@ def table_schema(df: pl.DataFrame) -> TableSchema:
 
 
 def preview_markdown(df: pl.DataFrame, rows: int = PREVIEW_ROWS, max_chars: int = 60) -> str:
-    head = df.head(rows)
-    cols = list(head.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in head.iter_rows():
-        cells = []
-        for value in row:
-            text = str(value).replace("|", "\\|").replace("\n", " ")
-            cells.append(text if len(text) <= max_chars else text[: max_chars - 1] + "…")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def clip(value: object) -> str:
+        text = str(value)
+        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+    return markdown_table(df.columns, [[clip(v) for v in row] for row in df.head(rows).iter_rows()])
 
 
 def table_metadata(df: pl.DataFrame, path: Path | None = None) -> dict:
