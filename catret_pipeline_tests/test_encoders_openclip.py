@@ -96,6 +96,26 @@ def test_bad_image_reported_per_row(clip, tmp_path):
         clip.encode_images([good, bad])
 
 
+def test_parallel_decode_keeps_rows_and_errors_in_place(clip, tmp_path):
+    paths = []
+    for i in range(11):
+        p = tmp_path / f"img{i}.jpg"
+        if i in (2, 7):
+            p.write_bytes(b"broken")
+        else:
+            _image(10 + i).save(p)
+        paths.append(p)
+    model = clip.model()
+    one = model.encode_image_files(paths, batch_size=5, decode_workers=1)
+    many = model.encode_image_files(paths, batch_size=5, decode_workers=3)
+    assert set(many.errors) == {2, 7} == set(one.errors)
+    assert many.ok.tolist() == one.ok.tolist()
+    np.testing.assert_allclose(many.embeddings, one.embeddings, atol=1e-6)
+    # each row is its own image, not a neighbour's: distinct images give distinct vectors
+    good = np.flatnonzero(many.ok)
+    assert len({tuple(np.round(many.embeddings[i], 5)) for i in good}) == len(good)
+
+
 def test_seeded_random_init_is_reproducible():
     spec = ClipSpec(model_name=TINY_MODEL, seed=7)
     first = openclip.load_clip(spec).encode_texts(["same text"])

@@ -37,8 +37,15 @@ EDITED_TITLE = "Completely Renamed Product With A New Title"
 def _run_config() -> dg.RunConfig:
     return dg.RunConfig(
         ops={
+            # A clean build trains on the new data, so to match it the refresh must retrain on
+            # any change; the default tolerance is tested in test_fusion_retrain.py.
             "fusion_models": FusionModelsConfig(
-                models=["clip-ita"], epochs=2, proj_dim=32, hidden_dims=[64], workers=1
+                models=["clip-ita"],
+                epochs=2,
+                proj_dim=32,
+                hidden_dims=[64],
+                workers=1,
+                retrain_fraction=0.0,
             ),
             "significance": {"config": {"n_permutations": 200}},
         }
@@ -95,13 +102,20 @@ def _new_image(mirror: Path, image_id: str, seed: int) -> str:
     return json.dumps({f"https://m.media-amazon.com/images/I/{name}": [32, 32]})
 
 
-def _change_catalogue(raw: Path, mirror: Path, products: pl.DataFrame) -> dict[str, set[str]]:
-    """Add 3 products, rename one, remove 3, add 3 under a category path never seen before."""
+def _change_catalogue(
+    raw: Path, mirror: Path, products: pl.DataFrame, test_asins: set[str]
+) -> dict[str, set[str]]:
+    """Add 3 products, rename one, remove 3, add 3 under a category path never seen before.
+
+    Two of the removed products and the renamed one are in the test split, so the refresh has to
+    change the indexed collections (the in-place HNSW update path) and not only training data."""
     files = _read_raw(raw)
     with_image = products.filter(pl.col("image_url").is_not_null()).sort("asin")["asin"].to_list()
-    removed = set(with_image[:3])
-    edited = with_image[3]
-    template = next(r for recs in files.values() for r in recs if r["asin"] == with_image[4])
+    in_test = [a for a in with_image if a in test_asins]
+    others = [a for a in with_image if a not in test_asins]
+    removed = {in_test[0], in_test[1], others[0]}
+    edited = in_test[2]
+    template = next(r for recs in files.values() for r in recs if r["asin"] == others[1])
     for rel, recs in files.items():
         files[rel] = [r for r in recs if r["asin"] not in removed]
         for r in files[rel]:
@@ -179,8 +193,9 @@ def test_refresh_recomputes_only_changes_and_matches_a_clean_build(tmp_path, mon
         name: _table(data, name)
         for name in ("products", "category_tree", "product_images", *EMBEDDINGS)
     }
+    test_asins = set(_table(data, "evaluation_pairs").filter(pl.col("split") == "test")["asin"])
 
-    change = _change_catalogue(raw, mirror, before["products"])
+    change = _change_catalogue(raw, mirror, before["products"], test_asins)
     refresh = _build(data, raw)
     products = _table(data, "products")
     asins = set(products["asin"])
@@ -258,6 +273,14 @@ def test_refresh_recomputes_only_changes_and_matches_a_clean_build(tmp_path, mon
         n = pairs.filter((pl.col("setting") == "specific") & (pl.col("split") == "test")).height
         hits = {h.asin for h in search(data, NEW_PATH[-1], "mpnet", "specific", n)}
         assert test_garden <= hits
+
+    # Indexes of unchanged encoders were patched in place (removed and renamed test products),
+    # never rebuilt; retrained fusion heads move every vector, so theirs were rebuilt.
+    indexes = _table(data, "hnsw_indexes")
+    frozen = indexes.filter(pl.col("model").is_in(["mpnet", "clip"]))
+    assert set(frozen["action"]) <= {"updated", "unchanged"}, frozen
+    assert (frozen["action"] == "updated").any(), frozen
+    assert frozen["n_removed"].sum() >= 2
 
     # A clean build of the new catalogue into another data dir gives the same state.
     clean = tmp_path / "clean"

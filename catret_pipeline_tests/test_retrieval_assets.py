@@ -270,3 +270,91 @@ def test_recall_check_fails_for_a_starved_graph_on_structureless_data(tmp_path):
     assert evaluation.metadata["min_recall_at_10"].value < 0.9
     # the bound the asset was configured with governs the check
     assert evaluation.metadata["recall_bound"].value == pytest.approx(0.98)
+
+
+def index_config(**cfg):
+    return {"ops": {"hnsw_indexes": {"config": cfg}}}
+
+
+def _index_rows(data_dir: Path) -> dict:
+    idx = pl.read_parquet(data_dir / "assets" / "hnsw_indexes.parquet")
+    return {(r["model"], r["setting"]): r for r in idx.iter_rows(named=True)}
+
+
+def _change_collection(data_dir: Path, facts: dict) -> dict:
+    """Two test products leave the collection, two train products join it, two test products
+    get new title vectors. Every one of them has an image, so CLIP sees the same moves."""
+    asins = facts["asins"]
+    removed, added, changed = [asins[6], asins[9]], [asins[7], asins[8]], [asins[12], asins[21]]
+    path = data_dir / "assets"
+    pairs = pl.read_parquet(path / "evaluation_pairs.parquet").with_columns(
+        split=pl.when(pl.col("asin").is_in(removed))
+        .then(pl.lit("train"))
+        .when(pl.col("asin").is_in(added))
+        .then(pl.lit("test"))
+        .otherwise(pl.col("split"))
+    )
+    atomic_write_parquet(pairs, path / "evaluation_pairs.parquet")
+    text_items = facts["text_items"].copy()
+    rows = [asins.index(a) for a in changed]
+    text_items[rows] = np.random.default_rng(9).normal(size=(len(rows), text_items.shape[1]))
+    titles = pl.read_parquet(path / "title_embeddings.parquet").drop("embedding")
+    atomic_write_parquet(titles.with_columns(arr(text_items)), path / "title_embeddings.parquet")
+    return {"removed": removed, "added": added, "changed": changed, "text_items": text_items}
+
+
+def test_a_second_run_updates_the_indexes_in_place(tmp_path):
+    facts = write_fixtures(tmp_path)
+    assets = [hnsw_indexes, hnsw_recall, retrieval_runs]
+    assert run(tmp_path, assets).success
+    first = _index_rows(tmp_path)
+    assert {r["action"] for r in first.values()} == {"built"}
+    assert {r["reason"] for r in first.values()} == {"no previous index"}
+
+    change = _change_collection(tmp_path, facts)
+    result = run(tmp_path, assets)
+    assert result.success
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.passed  # the recall check loads the updated indexes from disk
+    rows = _index_rows(tmp_path)
+    for (model, _), r in rows.items():
+        n_changed = 2 if model == "mpnet" else 0  # only the title vectors moved
+        assert r["action"] == "updated", r
+        assert (r["n_added"], r["n_removed"], r["n_changed"]) == (2, 2, n_changed), r
+        assert r["reason"] == f"2 added, 2 removed, {n_changed} changed"
+        assert r["recall_at_10"] >= 0.98
+    (mat,) = result.asset_materializations_for_node("hnsw_indexes")
+    assert mat.metadata["n_updated"].value == 6 and mat.metadata["n_built"].value == 0
+    assert "| updated |" in mat.metadata["indexes"].value
+
+    runs = pl.read_parquet(tmp_path / "assets" / "retrieval_runs.parquet")
+    assert runs.filter(pl.col("asin").is_in(change["removed"])).is_empty()
+    assert set(change["added"]) <= set(runs.filter(pl.col("model") == "clip")["asin"])
+    # mpnet lists are the exact lists over the new collection and the new vectors
+    pairs = pl.read_parquet(tmp_path / "assets" / "evaluation_pairs.parquet")
+    test_asins = set(pairs.filter(pl.col("split") == "test")["asin"])
+    test_rows = sorted(i for i, a in enumerate(facts["asins"]) if a in test_asins)
+    vectors = l2_normalize(change["text_items"][test_rows])
+    for query, centre in (("Antennas", 0), ("Cables", 2)):
+        got = runs.filter(
+            (pl.col("model") == "mpnet") & (pl.col("setting") == "all") & (pl.col("query") == query)
+        ).sort("rank")
+        ids, scores = exact_topk(vectors, l2_normalize(facts["text_c"][centre : centre + 1]), 10)
+        assert got["asin"].to_list() == [facts["asins"][test_rows[j]] for j in ids[0]]
+        np.testing.assert_allclose(got["score"].to_numpy(), scores[0], atol=1e-5)
+
+    # Nothing changed: every index is reused as it is, no file rewritten.
+    files = sorted((tmp_path / "indexes").rglob("*"))
+    stamps = [(f.stat().st_mtime_ns, f.stat().st_size) for f in files]
+    assert run(tmp_path, assets).success
+    assert {(r["action"], r["reason"]) for r in _index_rows(tmp_path).values()} == {
+        ("unchanged", "no change")
+    }
+    assert sorted((tmp_path / "indexes").rglob("*")) == files
+    assert [(f.stat().st_mtime_ns, f.stat().st_size) for f in files] == stamps
+
+    result = run(tmp_path, assets, index_config(force_rebuild=True))
+    assert result.success
+    assert {(r["action"], r["reason"]) for r in _index_rows(tmp_path).values()} == {
+        ("built", "forced (force_rebuild)")
+    }

@@ -254,13 +254,35 @@ class ClipModel:
                 errors[i] = f"{type(exc).__name__}: {exc}"[:300]
         return tensors, idx, errors
 
+    def _decode_parallel(self, items: Sequence, pool, workers: int):
+        """:meth:`_decode_batch` over ``workers`` slices at once (PIL and torchvision release the GIL)."""
+        if workers <= 1 or len(items) < 2:
+            return self._decode_batch(items)
+        step = -(-len(items) // workers)
+        futures = [
+            (lo, pool.submit(self._decode_batch, items[lo : lo + step]))
+            for lo in range(0, len(items), step)
+        ]
+        tensors, idx, errors = [], [], {}
+        for lo, fut in futures:
+            t, i, e = fut.result()
+            tensors += t
+            idx += [lo + j for j in i]
+            errors.update({lo + j: msg for j, msg in e.items()})
+        return tensors, idx, errors
+
     def encode_image_files(
         self,
         items: Sequence,
         batch_size: int = 32,
         progress: ProgressFn | None = None,
+        decode_workers: int = 1,
     ) -> ImageEncodeResult:
-        """Encode paths or PIL images; decoding batch k+1 runs in a thread while batch k runs the model."""
+        """Encode paths or PIL images; decoding batch k+1 runs in threads while batch k runs the model.
+
+        ``decode_workers`` threads share the decoding of a batch: one is enough on a 2-core CPU
+        (the forward pass needs the cores), a GPU host needs many to keep the device fed.
+        """
         import torch
 
         n = len(items)
@@ -271,13 +293,22 @@ class ClipModel:
         if not starts:
             return ImageEncodeResult(out, ok, errors)
         dtype = self._dtype()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
-            pending = pool.submit(self._decode_batch, items[0:batch_size])
+        workers = max(1, decode_workers)
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-prefetch") as prefetch,
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-decode") as pool,
+        ):
+
+            def decode(lo: int):
+                return prefetch.submit(
+                    self._decode_parallel, items[lo : lo + batch_size], pool, workers
+                )
+
+            pending = decode(0)
             for k, start in enumerate(starts):
                 tensors, idx, errs = pending.result()
                 if k + 1 < len(starts):
-                    nxt = starts[k + 1]
-                    pending = pool.submit(self._decode_batch, items[nxt : nxt + batch_size])
+                    pending = decode(starts[k + 1])
                 errors.update({start + i: e for i, e in errs.items()})
                 if tensors:
                     batch = torch.stack(tensors).to(device=self.device, dtype=dtype)
@@ -292,10 +323,16 @@ class ClipModel:
         return ImageEncodeResult(out, ok, errors)
 
     def encode_images(
-        self, items: Sequence, batch_size: int = 32, progress: ProgressFn | None = None
+        self,
+        items: Sequence,
+        batch_size: int = 32,
+        progress: ProgressFn | None = None,
+        decode_workers: int = 1,
     ) -> np.ndarray:
         """Strict variant: any image that fails to decode raises."""
-        res = self.encode_image_files(items, batch_size=batch_size, progress=progress)
+        res = self.encode_image_files(
+            items, batch_size=batch_size, progress=progress, decode_workers=decode_workers
+        )
         if res.errors:
             i, err = next(iter(res.errors.items()))
             raise ValueError(

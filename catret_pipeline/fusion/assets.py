@@ -17,6 +17,7 @@ from catret_pipeline.fusion.features import (
     ProductFeatureTables,
     model_spec,
 )
+from catret_pipeline.fusion.retrain import DEFAULT_RETRAIN_FRACTION
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "fusion"
@@ -39,6 +40,7 @@ FUSION_MODELS_SCHEMA = {
     "n_dropped_empty": pl.Int64,
     "artefact_path": pl.String,
     "seconds": pl.Float64,
+    "data_change_fraction": pl.Float64,
 }
 
 
@@ -107,7 +109,20 @@ class FusionModelsConfig(dg.Config):
         ),
     )
     reuse_unchanged: bool = Field(
-        True, description="Reuse an artefact trained on identical inputs and config."
+        True,
+        description="Reuse trained artefacts at all (false: retrain every run, like force_retrain).",
+    )
+    retrain_fraction: float = Field(
+        DEFAULT_RETRAIN_FRACTION,
+        ge=0.0,
+        description=(
+            "Keep a trained head while its train+val examples differ from those it was trained "
+            "on by at most this fraction (|symmetric difference| / |trained-on set|) and its "
+            "config and input models are unchanged; 0: retrain on any change (docs/models.md)."
+        ),
+    )
+    force_retrain: bool = Field(
+        False, description="Retrain every selected head now, whatever changed (on demand)."
     )
 
     def train_config(self):
@@ -148,12 +163,14 @@ def _fmt(x: float | None) -> str:
 
 def _summary_md(df: pl.DataFrame) -> str:
     lines = [
-        "| model | setting | status | epochs | best | train first→last | val initial→best | n_train | n_val | s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | setting | status | data change | epochs | best | train first→last | val initial→best | n_train | n_val | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in df.iter_rows(named=True):
+        change = r["data_change_fraction"]
         lines.append(
             f"| {r['model']} | {r['setting']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} "
+            f"| {'-' if change is None else f'{change:.1%}'} "
             f"| {r['epochs_run']} | {r['best_epoch']} "
             f"| {_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])} "
             f"| {_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])} "
@@ -219,6 +236,8 @@ def fusion_models(
                     category_tree=category_tree,
                     drop_empty=config.drop_empty_products,
                     reuse_unchanged=config.reuse_unchanged,
+                    retrain_fraction=config.retrain_fraction,
+                    force_retrain=config.force_retrain,
                     log=context.log.debug,
                 )
             )
@@ -236,6 +255,9 @@ def fusion_models(
             f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {result.seconds:.1f}s"
         )
 
+    for p in prepared:
+        if not isinstance(p, dict):
+            context.log.info(f"fusion: {p.spec.name}/{p.setting} retrains: {p.row['reason']}")
     context.log.info(
         f"fusion: {len(jobs)} head(s) to train, {len(prepared) - len(jobs)} skipped or reused; "
         f"{config.workers} worker process(es)"
@@ -258,13 +280,15 @@ def fusion_models(
         "n_trained": dg.MetadataValue.int(int((df["status"] == "trained").sum())),
         "n_reused": dg.MetadataValue.int(int((df["status"] == "reused").sum())),
         "n_skipped": dg.MetadataValue.int(int((df["status"] == "skipped").sum())),
+        "retrain_fraction": dg.MetadataValue.float(float(config.retrain_fraction)),
+        "force_retrain": dg.MetadataValue.bool(config.force_retrain),
         "input_model_ids": dg.MetadataValue.json(
             {**products.model_ids(), "category": categories.model_ids}
         ),
     }
     # Flat floats, one per (model, setting), so the UI charts them across materialisations.
     for r in df.iter_rows(named=True):
-        for col in ("train_loss_last", "val_loss_best"):
+        for col in ("train_loss_last", "val_loss_best", "data_change_fraction"):
             if r[col] is not None:
                 metadata[f"{r['model']}.{r['setting']}.{col}"] = dg.MetadataValue.float(
                     float(r[col])

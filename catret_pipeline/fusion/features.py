@@ -338,6 +338,9 @@ class PairData:
     block_dims: dict[str, int] = field(default_factory=dict)
     #: Pairs left out because every modality of the product was missing (all-zero input).
     n_dropped_empty: int = 0
+    #: Each pair's category node and name (the retrain decision keys examples by them).
+    category_ids: list[str] = field(default_factory=list)
+    category_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.asins)
@@ -390,4 +393,6 @@ def build_pair_data(
         missing=missing,
         block_dims=products.dims(spec.modalities),
         n_dropped_empty=int((~keep).sum()),
+        category_ids=[i for i, k in zip(ids, keep, strict=True) if k],
+        category_names=[n for n, k in zip(names, keep, strict=True) if k],
     )

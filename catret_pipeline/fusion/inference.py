@@ -68,6 +68,13 @@ def read_meta(storage: _HasPath, model: str, setting: str) -> dict | None:
         return None
 
 
+def write_meta(storage: _HasPath, model: str, setting: str, meta: dict) -> Path:
+    """Rewrite an artefact's JSON atomically (the weights and their recorded hash untouched)."""
+    _, js = artefact_paths(storage, model, setting)
+    atomic_write_text(js, json.dumps(meta, indent=2, sort_keys=True))
+    return js
+
+
 def weights_sha256(storage: _HasPath, model: str, setting: str) -> str | None:
     pt, _ = artefact_paths(storage, model, setting)
     return hashlib.sha256(pt.read_bytes()).hexdigest() if pt.exists() else None

@@ -31,6 +31,15 @@ from catret_pipeline.fusion.loss import (
     same_category_exclusion,
     tree_soft_targets,
 )
+from catret_pipeline.fusion.retrain import (
+    DEFAULT_RETRAIN_FRACTION,
+    check_retrain_fraction,
+    data_change_fraction,
+    describe_change,
+    read_train_keys,
+    training_keys,
+    write_train_keys,
+)
 
 #: Bumped when training semantics change, so old artefacts are not reused.
 ARTEFACT_VERSION = 1
@@ -396,6 +405,8 @@ class TrainingJob:
     training_key: str
     row: dict
     meta_base: dict
+    #: Key set of the train + val examples, stored beside the weights (see ``retrain``).
+    train_keys: pl.DataFrame | None = None
 
 
 def _has_tree_relatives(data: PairData) -> bool:
@@ -439,6 +450,124 @@ def training_key(
     )
 
 
+def config_fingerprint(
+    spec: ModelSpec,
+    setting: str,
+    config: FusionTrainConfig,
+    drop_empty: bool,
+    input_model_ids: Mapping[str, list[str]],
+    dims: Mapping,
+) -> str:
+    """A hash of everything a head depends on except its training examples.
+
+    Heads whose config fingerprint differs are never reused, whatever the data change; the
+    configured batch size counts, not the one capped at the number of train pairs (data).
+    """
+    return array_fingerprint(
+        ARTEFACT_VERSION,
+        spec,
+        setting,
+        {k: v for k, v in config.to_dict().items() if k != "device"},
+        drop_empty,
+        {k: sorted(v) for k, v in sorted(input_model_ids.items())},
+        repr(sorted(dims.items())),
+    )
+
+
+@dataclass(frozen=True)
+class ReuseDecision:
+    """Whether a (model, setting) keeps its trained head, and why (the ``reason`` column)."""
+
+    reuse: bool
+    reason: str
+    #: Measured change of the training examples (None when it could not be measured).
+    fraction: float | None = None
+    #: Reused on identical data, but the key file or config fingerprint must be (re)written.
+    repair: bool = False
+
+
+def reuse_decision(
+    storage,
+    model: str,
+    setting: str,
+    previous: Mapping | None,
+    *,
+    fingerprint: str,
+    config_fp: str,
+    keys: pl.DataFrame | None,
+    retrain_fraction: float = DEFAULT_RETRAIN_FRACTION,
+    reuse_unchanged: bool = True,
+    force_retrain: bool = False,
+) -> ReuseDecision:
+    """Reuse the head on disk when its weights are intact, its config fingerprint equals
+    ``config_fp`` and its training examples changed by at most ``retrain_fraction``.
+
+    ``previous`` is the artefact JSON (None: none or unreadable); ``keys`` the current key set
+    (may be None only when ``fingerprint`` equals the stored one, i.e. identical data).
+    ``retrain_fraction`` 0 reuses byte-identical data only. The change is measured against the
+    data the head was *trained* on, so small changes add up until the head retrains.
+    """
+    from catret_pipeline.fusion import inference
+
+    if previous is None:
+        _, js = inference.artefact_paths(storage, model, setting)
+        why = "artefact metadata unreadable" if js.exists() else "no trained artefact yet"
+        return ReuseDecision(False, why)
+    same_data = previous.get("fingerprint") == fingerprint
+    prev_keys, keys_problem = read_train_keys(
+        storage, model, setting, previous.get("train_keys_sha256")
+    )
+    fraction: float | None = None
+    if same_data:
+        fraction = 0.0
+    elif prev_keys is not None and keys is not None:
+        fraction = data_change_fraction(prev_keys, keys)
+    if force_retrain:
+        return ReuseDecision(False, "force_retrain: retrained on demand", fraction)
+    if not reuse_unchanged:
+        return ReuseDecision(False, "reuse_unchanged is off", fraction)
+    if previous.get("weights_sha256") != inference.weights_sha256(storage, model, setting):
+        return ReuseDecision(False, "weights file missing or damaged", fraction)
+    if same_data:
+        repair = prev_keys is None or previous.get("config_fingerprint") != config_fp
+        return ReuseDecision(True, "training data and config unchanged", 0.0, repair)
+    if previous.get("config_fingerprint") != config_fp:
+        why = (
+            "model spec, train config, input models or input widths changed"
+            if "config_fingerprint" in previous
+            else "artefact predates change-tolerant reuse (no config fingerprint)"
+        )
+        return ReuseDecision(False, why, fraction)
+    if prev_keys is None:
+        return ReuseDecision(False, f"{keys_problem}: data change not measurable", None)
+    if fraction is None:
+        raise ValueError("reuse_decision needs the current key set when the data changed")
+    if retrain_fraction == 0:
+        return ReuseDecision(
+            False,
+            f"{describe_change(fraction, 0.0)} (retrain_fraction 0 retrains on any change"
+            f"{', here order or duplicates only' if fraction == 0 else ''})",
+            fraction,
+        )
+    return ReuseDecision(
+        fraction <= retrain_fraction, describe_change(fraction, retrain_fraction), fraction
+    )
+
+
+def _repair_reuse_records(
+    storage, model: str, setting: str, previous: Mapping, keys: pl.DataFrame, config_fp: str
+) -> None:
+    from catret_pipeline.fusion import inference
+
+    sha = write_train_keys(storage, model, setting, keys)
+    inference.write_meta(
+        storage,
+        model,
+        setting,
+        {**previous, "train_keys_sha256": sha, "config_fingerprint": config_fp},
+    )
+
+
 def prepare_training(
     storage,
     spec: ModelSpec,
@@ -451,11 +580,15 @@ def prepare_training(
     category_tree: pl.DataFrame | None = None,
     drop_empty: bool = True,
     reuse_unchanged: bool = True,
+    retrain_fraction: float = DEFAULT_RETRAIN_FRACTION,
+    force_retrain: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainingJob | dict:
     """Build one (model, setting)'s data; the finished ``fusion_models`` row when there is
-    nothing to train (skipped, or reused because inputs and config are unchanged)."""
+    nothing to train (skipped, or reused: see :func:`reuse_decision`)."""
     from catret_pipeline.fusion import inference
+
+    retrain_fraction = check_retrain_fraction(retrain_fraction)
 
     started = time.monotonic()
     setting_pairs = pairs.filter(pl.col("setting") == setting)
@@ -475,6 +608,7 @@ def prepare_training(
         "n_val": 0,
         "n_dropped_empty": 0,
         "artefact_path": None,
+        "data_change_fraction": None,
         "seconds": 0.0,
     }
     names: dict[str, int] = {}
@@ -524,19 +658,55 @@ def prepare_training(
         ),
         *(a for d in (train, val) for a in (d.depth, d.chain) if a is not None),
     )
+    input_model_ids = {
+        **{m: products.tables[m].model_ids for m in spec.modalities},
+        "category": categories.model_ids,
+    }
+    dims = {
+        "product_in_dim": int(train.products.shape[1]),
+        "category_in_dim": int(train.categories.shape[1]),
+        "modality_dims": products.dims(spec.modalities),
+    }
+    config_fp = config_fingerprint(spec, setting, config, drop_empty, input_model_ids, dims)
     pt, _ = inference.artefact_paths(storage, spec.name, setting)
     row["artefact_path"] = str(pt.relative_to(storage.path()))
-    previous = inference.read_meta(storage, spec.name, setting) if reuse_unchanged else None
-    if (
-        previous is not None
-        and previous.get("fingerprint") == fingerprint
-        and previous.get("weights_sha256") == inference.weights_sha256(storage, spec.name, setting)
-    ):
+    previous = inference.read_meta(storage, spec.name, setting)
+    # Hashing every example costs ~0.3 s per 30k pairs: skip it when the data is identical.
+    same_data = previous is not None and previous.get("fingerprint") == fingerprint
+    keys = None if same_data else training_keys({"train": train, "val": val})
+    decision = reuse_decision(
+        storage,
+        spec.name,
+        setting,
+        previous,
+        fingerprint=fingerprint,
+        config_fp=config_fp,
+        keys=keys,
+        retrain_fraction=retrain_fraction,
+        reuse_unchanged=reuse_unchanged,
+        force_retrain=force_retrain,
+    )
+    row["data_change_fraction"] = decision.fraction
+    row["reason"] = decision.reason
+    if decision.reuse:
+        if decision.repair:
+            # Artefact from before key files (or whose key file was lost) on identical data:
+            # the current keys are the trained-on keys, so record them instead of retraining.
+            _repair_reuse_records(
+                storage,
+                spec.name,
+                setting,
+                previous,
+                keys if keys is not None else training_keys({"train": train, "val": val}),
+                config_fp,
+            )
         _fill_row(row, previous)
         row.update(status="reused", seconds=time.monotonic() - started)
         if log is not None:
-            log(f"{spec.name}/{setting}: inputs and config unchanged, reusing {pt}")
+            log(f"{spec.name}/{setting}: reusing {pt}: {decision.reason}")
         return row
+    if keys is None:
+        keys = training_keys({"train": train, "val": val})
     meta_base = {
         "model": spec.name,
         "setting": setting,
@@ -544,17 +714,14 @@ def prepare_training(
         "config": config.to_dict(),
         "batch_size": batch_size,
         "device": str(resolve_device(config.device)),
-        "dims": {
-            "product_in_dim": int(train.products.shape[1]),
-            "category_in_dim": int(train.categories.shape[1]),
-            "modality_dims": products.dims(spec.modalities),
-        },
+        "dims": dims,
         "input_model_ids": {**products.model_ids(), "category": categories.model_ids},
         "n_train": len(train),
         "n_val": len(val),
         "n_dropped_empty": row["n_dropped_empty"],
         "missing_modalities": {"train": train.missing, "val": val.missing},
         "fingerprint": fingerprint,
+        "config_fingerprint": config_fp,
     }
     row["seconds"] = time.monotonic() - started
     return TrainingJob(
@@ -568,6 +735,7 @@ def prepare_training(
         training_key=training_key(spec, train, val, batch_size, config),
         row=row,
         meta_base=meta_base,
+        train_keys=keys,
     )
 
 
@@ -588,6 +756,12 @@ def finish_training(
         "train_seconds": result.seconds,
         "training_shared_with": shared_with,
     }
+    if job.train_keys is not None:
+        # Keys first, then weights and JSON: a crash in between leaves a JSON whose recorded
+        # key-file hash no longer matches, which the next run treats as "retrain".
+        meta["train_keys_sha256"] = write_train_keys(
+            storage, job.spec.name, job.setting, job.train_keys
+        )
     inference.save_artefact(storage, job.spec.name, job.setting, result.state_dict, meta)
     row = dict(job.row)
     _fill_row(row, meta)
@@ -664,13 +838,16 @@ def train_and_save(
     category_tree: pl.DataFrame | None = None,
     drop_empty: bool = True,
     reuse_unchanged: bool = True,
+    retrain_fraction: float = DEFAULT_RETRAIN_FRACTION,
+    force_retrain: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Train one (model, setting) on its train split, validate on val, write the artefact.
 
-    ``pairs`` is the whole ``evaluation_pairs`` table. Returns the ``fusion_models`` row. When
-    the artefact on disk was trained from byte-identical inputs and config (same fingerprint,
-    intact weights) it is reused instead of retrained.
+    ``pairs`` is the whole ``evaluation_pairs`` table. Returns the ``fusion_models`` row. The
+    artefact on disk is reused instead of retrained when :func:`reuse_decision` says so
+    (intact weights, same config and input models, training data changed at most
+    ``retrain_fraction``).
     """
     job = prepare_training(
         storage,
@@ -683,6 +860,8 @@ def train_and_save(
         category_tree=category_tree,
         drop_empty=drop_empty,
         reuse_unchanged=reuse_unchanged,
+        retrain_fraction=retrain_fraction,
+        force_retrain=force_retrain,
         log=log,
     )
     if isinstance(job, dict):

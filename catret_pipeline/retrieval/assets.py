@@ -1,7 +1,6 @@
 """Retrieval assets: one HNSW index per (vector model, setting), its recall check, and the
 ranked lists every model returns for every test query (see docs/retrieval.md)."""
 
-import time
 from collections import defaultdict
 
 import dagster as dg
@@ -14,10 +13,10 @@ from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hnsw_index import (
     HnswParams,
     LoadedIndex,
-    build_index,
+    UpdatePolicy,
     load_index,
     recall_at_k,
-    save_index,
+    refresh_index,
     search,
 )
 from catret_pipeline.retrieval.vectors import BM25_MODEL, VectorSet, VectorTables
@@ -42,6 +41,11 @@ INDEX_COLUMNS = {
     "bytes": pl.Int64,
     "build_seconds": pl.Float64,
     "recall_at_10": pl.Float64,
+    "action": pl.String,
+    "reason": pl.String,
+    "n_added": pl.Int64,
+    "n_removed": pl.Int64,
+    "n_changed": pl.Int64,
 }
 RUN_COLUMNS = {
     "model": pl.String,
@@ -87,6 +91,23 @@ class IndexConfig(dg.Config):
         default=0.98, description="The hnsw_recall check fails below this recall@10."
     )
     seed: int = Field(default=0, description="Seeds the HNSW level draws and the recall sample.")
+    rebuild_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        description="Rebuild an index instead of updating it in place when added + removed + "
+        "changed items exceed this share of its previous items (a retrained model changes "
+        "every vector).",
+    )
+    max_deleted_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="Rebuild when deleted (tombstoned) slots left after an update would exceed "
+        "this share of the graph; search still walks through them.",
+    )
+    force_rebuild: bool = Field(
+        default=False, description="Rebuild every index from scratch, whatever changed."
+    )
 
 
 class RecallCheckConfig(dg.Config):
@@ -179,6 +200,11 @@ def hnsw_indexes(
     params = HnswParams(
         M=config.M, ef_construction=config.ef_construction, ef=config.ef, seed=config.seed
     )
+    policy = UpdatePolicy(
+        rebuild_fraction=config.rebuild_fraction,
+        max_deleted_fraction=config.max_deleted_fraction,
+        force_rebuild=config.force_rebuild,
+    )
     tables = VectorTables(
         title_embeddings=title_embeddings,
         image_embeddings=image_embeddings,
@@ -207,25 +233,27 @@ def hnsw_indexes(
                 "bytes": None,
                 "build_seconds": None,
                 "recall_at_10": None,
+                "action": None,
+                "reason": "no product vectors",
+                "n_added": None,
+                "n_removed": None,
+                "n_changed": None,
             }
             if len(products) == 0:
                 context.log.warning(f"{model}/{setting}: no product vectors, no index built")
                 rows.append(row)
                 continue
-            started = time.perf_counter()
-            index = build_index(products.matrix, None, params, threads=config.threads)
-            build_seconds = time.perf_counter() - started
             bin_path = storage.path("indexes", model, f"{setting}.bin")
             labels_path = storage.path("indexes", model, f"{setting}.labels.parquet")
-            labels = pl.DataFrame(
-                {"row_id": np.arange(len(products), dtype=np.int64), "asin": products.keys}
-            )
-            meta = save_index(
-                index,
+            done = refresh_index(
                 bin_path,
-                labels,
                 labels_path,
-                extra={"model": model, "setting": setting, "seed": params.seed},
+                products.keys,
+                products.matrix,
+                params,
+                policy,
+                threads=config.threads,
+                extra={"model": model, "setting": setting},
             )
             names = query_plan(pairs, setting)["query"].to_list()
             queries = tables.queries(model, setting)
@@ -236,31 +264,58 @@ def hnsw_indexes(
                 max(1, config.recall_sample_queries),
                 config.seed,
             )
+            # Measured against exact search over the new vectors, whichever path produced the
+            # index: an update must be as good as a build.
+            row_id_of = dict(
+                zip(done.loaded.labels.tolist(), done.loaded.row_ids.tolist(), strict=True)
+            )
+            ids = np.array([row_id_of[a] for a in products.keys], dtype=np.int64)
             row.update(
                 index_path=str(bin_path.relative_to(storage.root)),
                 labels_path=str(labels_path.relative_to(storage.root)),
-                bytes=int(meta["index_bytes"]),
-                build_seconds=round(build_seconds, 4),
-                recall_at_10=recall_at_k(index, products.matrix, sample, RECALL_K),
+                bytes=int(done.meta["index_bytes"]),
+                build_seconds=round(done.seconds, 4),
+                recall_at_10=recall_at_k(done.loaded, products.matrix, sample, RECALL_K, ids=ids),
+                action=done.action,
+                reason=done.reason,
+                n_added=done.n_added,
+                n_removed=done.n_removed,
+                n_changed=done.n_changed,
             )
             context.log.info(
-                f"{model}/{setting}: {len(products)} items, dim {products.dim}, "
-                f"built in {build_seconds:.2f} s, recall@10 {row['recall_at_10']:.4f}"
+                f"{model}/{setting}: {done.action} ({done.reason}); {len(products)} items "
+                f"(+{done.n_added} -{done.n_removed} ~{done.n_changed}), dim {products.dim}, "
+                f"{done.seconds:.2f} s, recall@10 {row['recall_at_10']:.4f}"
             )
             rows.append(row)
     df = pl.DataFrame(rows, schema=INDEX_COLUMNS)
     built = df.filter(pl.col("index_path").is_not_null())
+    actions = built["action"].value_counts()
+    count = dict(zip(actions["action"], actions["count"], strict=True))
     return dg.Output(
         df,
         metadata={
             "indexes": dg.MetadataValue.md(
                 _md_table(
                     df.select(
-                        "model", "setting", "n_items", "n_missing_vectors", "dim", "recall_at_10"
+                        "model",
+                        "setting",
+                        "action",
+                        "reason",
+                        "n_items",
+                        "n_added",
+                        "n_removed",
+                        "n_changed",
+                        "n_missing_vectors",
+                        "dim",
+                        "recall_at_10",
                     )
                 )
             ),
             "n_indexes": dg.MetadataValue.int(built.height),
+            "n_built": dg.MetadataValue.int(int(count.get("built", 0))),
+            "n_updated": dg.MetadataValue.int(int(count.get("updated", 0))),
+            "n_unchanged": dg.MetadataValue.int(int(count.get("unchanged", 0))),
             "total_bytes": dg.MetadataValue.int(int(built["bytes"].sum() or 0)),
             "min_recall_at_10": dg.MetadataValue.float(
                 float(built["recall_at_10"].min()) if built.height else float("nan")
