@@ -102,17 +102,49 @@ def select_job(defs, select: str | None):
     return job.get_subset(asset_selection=selection.resolve(defs.resolve_asset_graph()))
 
 
+def _execute_build(defs, select: str | None):
+    """Run the build job: in this process, or with CATRET_EXECUTOR=multiprocess one process per
+    step (hash-shard steps side by side), rebuilt in each child from the CATRET_* variables."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    if settings.executor() != "multiprocess":
+        job = select_job(defs, select)
+        return job.execute_in_process(instance=instance, raise_on_error=False)
+    from catret_pipeline.definitions import reconstructable_build_job
+
+    keys = None
+    if select:
+        selection = dg.AssetSelection.from_string(select).required_multi_asset_neighbors()
+        keys = list(selection.resolve(defs.resolve_asset_graph()))
+    with dg.execute_job(
+        reconstructable_build_job(),
+        instance=instance,
+        asset_selection=keys,
+        raise_on_error=False,
+    ) as result:
+        return result
+
+
+def _set_scaling_env(args: argparse.Namespace) -> None:
+    if getattr(args, "shards", None) is not None:
+        if args.shards < 1:
+            raise SystemExit("--shards must be >= 1")
+        os.environ[settings.ENV_EMBED_SHARDS] = str(args.shards)
+    if getattr(args, "executor", None):
+        os.environ[settings.ENV_EXECUTOR] = args.executor
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     env = configure_environment(args.data_dir, args.raw_root, args.profile)
+    _set_scaling_env(args)
     print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
     ensure_bundled_sample(args.sample_products)
 
-    import dagster as dg
+    from catret_pipeline.definitions import build_definitions
 
-    from catret_pipeline.definitions import defs
-
-    job = select_job(defs, args.select)
-    result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
+    # Built here rather than imported: --shards / --executor change the graph and the job.
+    result = _execute_build(build_definitions(), args.select)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [
         ev.asset_check_key.to_user_string()
@@ -132,6 +164,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     configure_environment(args.data_dir, args.raw_root, args.profile)
+    _set_scaling_env(args)
     ensure_bundled_sample(args.sample_products)
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     cmd = [
@@ -208,6 +241,17 @@ def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
             help="encoder profile (env CATRET_PROFILE)",
         )
         p.add_argument("--sample-products", type=int, help="size of the generated sample catalogue")
+        p.add_argument(
+            "--shards",
+            type=int,
+            help="hash shards per product-level embedding asset (env CATRET_EMBED_SHARDS; default 1)",
+        )
+        p.add_argument(
+            "--executor",
+            choices=list(settings.EXECUTORS),
+            help="how the build runs its steps (env CATRET_EXECUTOR; default: materialize runs "
+            "in-process, the UI uses Dagster's multiprocess default)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

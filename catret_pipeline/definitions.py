@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import os
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from catret_pipeline import settings
+from catret_pipeline.embeddings.sharding import SHARD_GROUP
 from catret_pipeline.storage.assets import build_duckdb_catalog_asset
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.reconstruct import ReconstructableJob
 
 #: Stages in graph order; each module exports ASSETS and CHECKS (and may export JOBS, SCHEDULES, SENSORS).
 STAGE_MODULES = (
@@ -26,6 +32,16 @@ STAGE_MODULES = (
 
 
 REFRESH_TAG = "catret/refresh"
+ENV_PREFIX = "CATRET_"
+
+#: Imported once by the multiprocess executor's forkserver (see ``build_executor``).
+FORKSERVER_PRELOAD = (
+    "dagster._core.executor.multiprocess",
+    "catret_pipeline.definitions",
+    "torch",
+    "open_clip",
+    "sentence_transformers",
+)
 
 
 def _stages() -> list:
@@ -48,17 +64,68 @@ def build_resources(data_dir: str | None = None, raw_root: str | None = None) ->
     }
 
 
-def build_definitions(data_dir: str | None = None, raw_root: str | None = None) -> dg.Definitions:
+def build_executor(
+    executor: str | None = None, max_concurrent: int | None = None
+) -> dg.ExecutorDefinition | None:
+    """The build job's executor; None keeps Dagster's default (multiprocess for launched runs,
+    switchable to in_process in the launchpad)."""
+    executor = executor or settings.executor()
+    if executor is None:
+        return None
+    if executor == "in_process":
+        return dg.in_process_executor
+    if executor == "multiprocess":
+        limit = settings.max_concurrent() if max_concurrent is None else max_concurrent
+        if limit < 0:
+            raise ValueError(f"max_concurrent must be >= 0, got {limit}")
+        config: dict = {"max_concurrent": limit}
+        start = settings.start_method()
+        if start == "forkserver":
+            # Steps fork from one server that has already imported the definitions and the
+            # encoder libraries (open_clip / sentence-transformers take 10-20 s to import), instead
+            # of each spawned step paying that again. Imports only: no model, thread pool or CUDA
+            # context exists in the server when it forks.
+            config["start_method"] = {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}
+        else:
+            config["start_method"] = {"spawn": {}}
+        return dg.multiprocess_executor.configured(config)
+    raise ValueError(f"executor must be one of {list(settings.EXECUTORS)}, got {executor!r}")
+
+
+def _stage_assets(module, shards: int) -> list:
+    # A stage whose assets depend on the shard count builds them; the others are fixed lists.
+    build = getattr(module, "build_assets", None)
+    return list(build(shards)) if build is not None else list(module.ASSETS)
+
+
+def build_definitions(
+    data_dir: str | None = None,
+    raw_root: str | None = None,
+    shards: int | None = None,
+    executor: str | None = None,
+    max_concurrent: int | None = None,
+) -> dg.Definitions:
+    """Everything, for one data dir / raw root.
+
+    ``shards`` (default ``CATRET_EMBED_SHARDS``, 1) splits the product-level embedding assets
+    into hash-shard steps; ``executor`` / ``max_concurrent`` (default ``CATRET_EXECUTOR`` /
+    ``CATRET_MAX_CONCURRENT``) choose how the build job runs its steps (see docs/scaling.md).
+    """
+    shards = settings.embed_shards() if shards is None else shards
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
     stages = _stages()
-    assets = [a for m in stages for a in m.ASSETS]
+    assets = [a for m in stages for a in _stage_assets(m, shards)]
     checks = [c for m in stages for c in getattr(m, "CHECKS", [])]
-    table_keys = [key for a in assets for key in a.keys]
+    # Shard tables are intermediate (their merge is the contract table): no DuckDB view.
+    table_keys = [key for a in assets for key in a.keys if key.path[0] != SHARD_GROUP]
     catalog = build_duckdb_catalog_asset(table_keys)
     all_assets = [*assets, catalog]
 
     build_job = dg.define_asset_job(
         "catret_build",
         selection=dg.AssetSelection.all(),
+        executor_def=build_executor(executor, max_concurrent),
         description="Materialise the whole graph: raw catalogue to metrics, report and DuckDB views.",
     )
     jobs = [build_job, *(j for m in stages for j in getattr(m, "JOBS", []))]
@@ -81,6 +148,27 @@ def build_definitions(data_dir: str | None = None, raw_root: str | None = None) 
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
+    )
+
+
+def catret_build_job(env: dict[str, str] | None = None) -> dg.JobDefinition:
+    """The build job rebuilt from ``CATRET_*`` variables: what each step process of an
+    out-of-process executor calls (``dg.reconstructable(catret_build_job)`` or
+    :func:`reconstructable_build_job`). ``env`` replaces this process's ``CATRET_*`` variables
+    first: a forkserver child inherits the server's environment, not the launching process's."""
+    if env is not None:
+        for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+            del os.environ[name]
+        os.environ.update(env)
+    return build_definitions().resolve_job_def("catret_build")
+
+
+def reconstructable_build_job() -> ReconstructableJob:
+    """``catret_build`` for ``dg.execute_job``, carrying this process's ``CATRET_*`` settings
+    (data dir, raw root, shards, encoders, executor) to every step process."""
+    env = {name: value for name, value in os.environ.items() if name.startswith(ENV_PREFIX)}
+    return dg.build_reconstructable_job(
+        __name__, catret_build_job.__name__, reconstructable_kwargs={"env": env}
     )
 
 

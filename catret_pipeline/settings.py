@@ -99,3 +99,60 @@ def refresh_sensor_interval() -> int:
     if seconds < 1:
         raise ValueError(f"CATRET_REFRESH_SENSOR_INTERVAL must be >= 1, got {value!r}")
     return seconds
+
+
+#: Hash shards of each product-level embedding asset (``image_embeddings``, ``title_embeddings``,
+#: ``title_clip_embeddings``, ``attribute_embeddings``); 1 = unsharded (see docs/scaling.md).
+ENV_EMBED_SHARDS = "CATRET_EMBED_SHARDS"
+#: Executor of the ``catret_build`` job: unset = Dagster's default, ``in_process``, ``multiprocess``.
+ENV_EXECUTOR = "CATRET_EXECUTOR"
+#: Most step processes at once under the multiprocess executor (0 = one per CPU).
+ENV_MAX_CONCURRENT = "CATRET_MAX_CONCURRENT"
+EXECUTORS = ("in_process", "multiprocess")
+#: How the multiprocess executor starts step processes: ``forkserver`` (default where the
+#: platform has it) or ``spawn``.
+ENV_START_METHOD = "CATRET_START_METHOD"
+START_METHODS = ("forkserver", "spawn")
+
+
+def _int_env(name: str, default: int, minimum: int) -> int:
+    value = os.environ.get(name) or str(default)
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return number
+
+
+def embed_shards() -> int:
+    """Hash shards per product-level embedding asset (``CATRET_EMBED_SHARDS``; default 1)."""
+    return _int_env(ENV_EMBED_SHARDS, 1, 1)
+
+
+def executor() -> str | None:
+    """``CATRET_EXECUTOR``: ``in_process``, ``multiprocess``, or None (unset: Dagster's default,
+    i.e. multiprocess for runs launched from the UI / daemon, in-process for ``catret materialize``).
+    """
+    name = os.environ.get(ENV_EXECUTOR) or None
+    if name is not None and name not in EXECUTORS:
+        raise ValueError(f"{ENV_EXECUTOR}={name!r}: expected one of {list(EXECUTORS)}")
+    return name
+
+
+def max_concurrent() -> int:
+    """``CATRET_MAX_CONCURRENT``: step processes at once under ``multiprocess`` (0 = CPU count)."""
+    return _int_env(ENV_MAX_CONCURRENT, 0, 0)
+
+
+def start_method() -> str:
+    """``CATRET_START_METHOD``: ``forkserver`` (default where available, else ``spawn``)."""
+    import multiprocessing
+
+    name = os.environ.get(ENV_START_METHOD) or None
+    if name is None:
+        return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if name not in START_METHODS:
+        raise ValueError(f"{ENV_START_METHOD}={name!r}: expected one of {list(START_METHODS)}")
+    return name

@@ -117,3 +117,62 @@ def test_refresh_schedule_targets_the_build_job(monkeypatch, tmp_path):
     assert schedule.cron_schedule == "15 4 * * *"
     assert schedule.job_name == "catret_build"
     assert schedule.tags["catret/refresh"] == "true"
+
+
+def test_default_graph_has_no_shard_assets(tmp_path, monkeypatch):
+    monkeypatch.delenv("CATRET_EMBED_SHARDS", raising=False)
+    keys = build_definitions(data_dir=str(tmp_path)).resolve_asset_graph().get_all_asset_keys()
+    explicit = build_definitions(data_dir=str(tmp_path), shards=1).resolve_asset_graph()
+    assert keys == explicit.get_all_asset_keys()
+    assert not [k for k in keys if k.path[0] == "embedding_shards"]
+
+
+def test_sharded_graph_merges_shards_under_the_original_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATRET_EMBED_SHARDS", "3")
+    d = build_definitions(data_dir=str(tmp_path))
+    dg.Definitions.validate_loadable(d)
+    graph = d.resolve_asset_graph()
+    for name in ("image_embeddings", "title_embeddings", "title_clip_embeddings"):
+        shards = {dg.AssetKey(["embedding_shards", name, f"shard_{i}_of_3"]) for i in range(3)}
+        assert shards <= graph.get(dg.AssetKey(name)).parent_keys
+        assert all(graph.get(k).group_name == "embedding_shards" for k in shards)
+    assert dg.AssetKey("category_embeddings") in graph.get_all_asset_keys()
+    sharded = {k.path[1] for k in graph.get_all_asset_keys() if k.path[0] == "embedding_shards"}
+    assert sharded == {
+        "image_embeddings",
+        "title_embeddings",
+        "title_clip_embeddings",
+        "attribute_embeddings",
+    }
+    # downstream still reads the merged table; the DuckDB catalogue has no shard views
+    assert dg.AssetKey("image_embeddings") in graph.get(dg.AssetKey("fusion_models")).parent_keys
+    catalog_parents = graph.get(dg.AssetKey("catret_duckdb")).parent_keys
+    assert not [k for k in catalog_parents if k.path[0] == "embedding_shards"]
+
+
+def test_executor_follows_the_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("CATRET_EXECUTOR", raising=False)
+    default = build_definitions(data_dir=str(tmp_path)).resolve_job_def("catret_build")
+    assert default.executor_def.name == dg.multi_or_in_process_executor.name
+    job = build_definitions(data_dir=str(tmp_path), executor="in_process").resolve_job_def(
+        "catret_build"
+    )
+    assert job.executor_def.name == "in_process"
+    monkeypatch.setenv("CATRET_EXECUTOR", "multiprocess")
+    monkeypatch.setenv("CATRET_MAX_CONCURRENT", "3")
+    job = build_definitions(data_dir=str(tmp_path)).resolve_job_def("catret_build")
+    assert job.executor_def.name == "multiprocess"
+    with pytest.raises(ValueError, match="executor must be one of"):
+        build_definitions(data_dir=str(tmp_path), executor="celery")
+
+
+def test_build_job_rebuilds_from_the_given_environment(tmp_path, monkeypatch):
+    from catret_pipeline.definitions import catret_build_job
+
+    # catret_build_job rewrites CATRET_* in os.environ (it runs in a throwaway step process)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    os.environ["CATRET_EMBED_SHARDS"] = "5"  # replaced, as in a forkserver child
+    job = catret_build_job({"CATRET_DATA_DIR": str(tmp_path), "CATRET_EMBED_SHARDS": "2"})
+    keys = {k.to_user_string() for k in job.asset_layer.asset_graph.get_all_asset_keys()}
+    assert "embedding_shards/title_embeddings/shard_1_of_2" in keys
+    assert not [k for k in keys if k.endswith("_of_5")]

@@ -2,15 +2,21 @@
 
 Each asset reads its own last good table (``storage.read_previous``), re-encodes only rows whose
 ``content_hash`` or the encoder's ``model_id`` changed, and drops rows of removed keys. While
-encoding it writes checkpoint parts under ``checkpoints/<asset>/`` so that a killed run resumes
-where it stopped; the parts are removed once the asset finishes. torch / open_clip /
+encoding it writes checkpoint parts under ``checkpoints/<asset key>/`` so that a killed run
+resumes where it stopped; the parts are removed once the asset finishes. torch / open_clip /
 sentence_transformers load only when something has to be encoded.
+
+With ``build_assets(shards)`` and ``shards > 1`` each product-level asset becomes ``shards``
+hash-shard assets (``embedding_shards/<asset>/shard_<i>_of_<n>``, separate steps, so the
+multiprocess or a cluster executor runs them side by side) and a merge under the original key;
+see docs/scaling.md. Category tables are a few thousand rows and stay unsharded.
 """
 
 import hashlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +31,9 @@ from catret_pipeline.embeddings.incremental import (
     encoded_frame,
     plan_incremental,
 )
+from catret_pipeline.embeddings.sharding import SHARD_GROUP, merge_shards, shard_mask, shard_name
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.io_manager import preview_markdown
 from catret_pipeline.storage.resources import CatretStorage
 
@@ -61,16 +69,24 @@ def _hash_column(values: list[str]) -> pl.Series:
     return pl.Series("content_hash", [sha1_text(v) for v in values], dtype=pl.String)
 
 
+def shard_key(asset: str, shard: int, shards: int) -> dg.AssetKey:
+    """``embedding_shards/<asset>/shard_<i>_of_<n>``: a folder per asset in the UI's catalogue and
+    ``assets/embedding_shards/<asset>/`` on disk (no DuckDB view: not a contract table)."""
+    return dg.AssetKey([SHARD_GROUP, asset, shard_name(shard, shards)])
+
+
 # ---- shared incremental runner --------------------------------------------------------------
 
 
-def _checkpoint_dir(storage: CatretStorage, asset: str) -> Path:
-    return storage.path("checkpoints", asset)
+def _checkpoint_dir(storage: CatretStorage, key_path: Sequence[str]) -> Path:
+    return storage.path("checkpoints", *key_path)
 
 
-def _read_checkpoints(context, storage: CatretStorage, asset: str) -> list[pl.DataFrame]:
+def _read_checkpoints(
+    context, storage: CatretStorage, asset: str, key_path: Sequence[str]
+) -> list[pl.DataFrame]:
     parts = []
-    for f in sorted(_checkpoint_dir(storage, asset).glob("part-*.parquet")):
+    for f in sorted(_checkpoint_dir(storage, key_path).glob("part-*.parquet")):
         try:
             parts.append(pl.read_parquet(f))
         except Exception as exc:  # a damaged part only costs re-encoding its rows
@@ -78,11 +94,12 @@ def _read_checkpoints(context, storage: CatretStorage, asset: str) -> list[pl.Da
     return parts
 
 
-def _read_previous(context, storage: CatretStorage, asset: str) -> pl.DataFrame | None:
+def _read_previous(context, storage: CatretStorage, key_path: Sequence[str]) -> pl.DataFrame | None:
     try:
-        return storage.read_previous(asset)
+        return storage.read_previous(*key_path)
     except Exception as exc:
-        context.log.warning(f"{asset}: previous table unreadable, encoding everything: {exc}")
+        name = "/".join(key_path)
+        context.log.warning(f"{name}: previous table unreadable, encoding everything: {exc}")
         return None
 
 
@@ -117,13 +134,27 @@ def run_incremental(
     encode_chunk: EncodeChunk,
     config: EmbeddingConfig,
     extra: tuple[str, ...] = (),
+    key_path: Sequence[str] | None = None,
+    shared_previous: Callable[[pl.DataFrame], pl.DataFrame | None] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
-    """Plan, encode the stale rows in checkpointed chunks, combine; returns (table, metadata)."""
-    previous = _read_previous(context, storage, asset)
-    checkpoints = _read_checkpoints(context, storage, asset)
+    """Plan, encode the stale rows in checkpointed chunks, combine; returns (table, metadata).
+
+    ``asset`` names the table in logs; ``key_path`` (default ``(asset,)``) locates its previous
+    table and checkpoint parts. ``shared_previous(keys)``, asked only for the keys that would
+    otherwise be encoded, returns more reusable rows (a shard: its rows of the merged table).
+    """
+    key_path = tuple(key_path or (asset,))
+    previous = _read_previous(context, storage, key_path)
+    checkpoints = _read_checkpoints(context, storage, asset, key_path)
     plan: IncrementalPlan = plan_incremental(
         current, previous, keys, model_id, checkpoints=checkpoints
     )
+    if plan.to_encode.height and shared_previous is not None:
+        shared = shared_previous(plan.to_encode.select(keys))
+        if shared is not None and shared.height:
+            plan = plan_incremental(
+                current, previous, keys, model_id, checkpoints=[shared, *checkpoints]
+            )
     todo = plan.to_encode
     context.log.info(
         f"{asset}: {current.height} rows, {plan.reused.height} reusable, {todo.height} to encode, "
@@ -147,7 +178,9 @@ def run_incremental(
             encoded_parts.append(part)
             progress.base = start + chunk.height
             if start + step < todo.height and part.height:
-                storage.write_table(part, "checkpoints", asset, f"part-{time.time_ns()}.parquet")
+                storage.write_table(
+                    part, "checkpoints", *key_path, f"part-{time.time_ns()}.parquet"
+                )
         progress.log(todo.height)
     encode_seconds = time.perf_counter() - progress.start
     if encoded_parts:
@@ -157,7 +190,7 @@ def run_incremental(
         dim = embedding_dim(plan.reused) or encoder_dim()
         encoded = pl.DataFrame()
     table, stats = combine(plan, encoded, dim, extra=extra)
-    shutil.rmtree(_checkpoint_dir(storage, asset), ignore_errors=True)
+    shutil.rmtree(_checkpoint_dir(storage, key_path), ignore_errors=True)
     meta = {
         "encoded": dg.MetadataValue.int(stats.encoded),
         "reused": dg.MetadataValue.int(stats.reused),
@@ -274,22 +307,27 @@ def _output(table: pl.DataFrame, meta: dict) -> dg.Output:
     return dg.Output(table, metadata=meta)
 
 
-# ---- assets -----------------------------------------------------------------------------------
+# ---- product-level assets (optionally hash-sharded) ------------------------------------------
+
+#: Current input of one product-level embedding: (context, products, product_images or None).
+CurrentFn = Callable[..., pl.DataFrame]
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
-    description="CLIP image-tower embedding per product with an ok cached image (none otherwise).",
-)
-def image_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingConfig,
-    clip: OpenClipEncoder,
-    storage: CatretStorage,
-    products: pl.LazyFrame,
-    product_images: pl.LazyFrame,
-) -> dg.Output:
+@dataclass(frozen=True)
+class ProductEmbedding:
+    """One product-level embedding asset: its input rows, its encoder and its encode function."""
+
+    name: str
+    description: str
+    encoder: str  # resource key: "clip" or "text_encoder"
+    current: CurrentFn
+    encode: Callable[[object, CatretStorage, str], EncodeChunk]  # (encoder, storage, model_id)
+    needs_images: bool = False
+    extra: tuple[str, ...] = ()
+    finish: Callable[[pl.DataFrame, dict], None] | None = None  # table-derived metadata
+
+
+def _image_current(context, products: pl.LazyFrame, product_images: pl.LazyFrame) -> pl.DataFrame:
     asins = products.select("asin")
     current = (
         product_images.filter(pl.col("status") == "ok")
@@ -303,110 +341,259 @@ def image_embeddings(
             f"image_embeddings: {int(dup.sum())} duplicate ok image rows; keeping the first per asin"
         )
         current = current.unique(subset=["asin"], keep="first", maintain_order=True)
-    model_id = clip.model_id
-    table, meta = run_incremental(
-        context,
-        storage,
-        "image_embeddings",
-        current,
-        ["asin"],
-        model_id,
-        lambda: clip.dim,
-        _image_chunk(clip, storage, model_id),
-        config,
-    )
-    return _output(table, meta)
+    return current
 
 
-def _titles(products: pl.LazyFrame) -> pl.DataFrame:
+def _titles(context, products: pl.LazyFrame, product_images=None) -> pl.DataFrame:
     return products.select("asin", "title", pl.col("title_hash").alias("content_hash")).collect()
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
-    description="Sentence-encoder (MiniLM / MPNet) embedding of each product title.",
-)
-def title_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingConfig,
-    text_encoder: TextEncoder,
-    storage: CatretStorage,
-    products: pl.LazyFrame,
-) -> dg.Output:
-    model_id = text_encoder.model_id
-    table, meta = run_incremental(
-        context,
-        storage,
-        "title_embeddings",
-        _titles(products),
-        ["asin"],
-        model_id,
-        lambda: text_encoder.dim,
-        _text_chunk(text_encoder.encode, "title", ["asin"], model_id),
-        config,
-    )
-    return _output(table, meta)
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
-    description="CLIP text-tower embedding of each product title.",
-)
-def title_clip_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingConfig,
-    clip: OpenClipEncoder,
-    storage: CatretStorage,
-    products: pl.LazyFrame,
-) -> dg.Output:
-    model_id = clip.model_id
-    table, meta = run_incremental(
-        context,
-        storage,
-        "title_clip_embeddings",
-        _titles(products),
-        ["asin"],
-        model_id,
-        lambda: clip.dim,
-        _text_chunk(clip.encode_texts, "title", ["asin"], model_id),
-        config,
-    )
-    return _output(table, meta)
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds=KINDS,
-    description="Mean of the sentence-encoder embeddings of a product's attribute strings "
-    "(re-normalised); zero vector and has_attributes=false when it has none.",
-)
-def attribute_embeddings(
-    context: dg.AssetExecutionContext,
-    config: EmbeddingConfig,
-    text_encoder: TextEncoder,
-    storage: CatretStorage,
-    products: pl.LazyFrame,
-) -> dg.Output:
-    current = products.select(
+def _attributes_current(context, products: pl.LazyFrame, product_images=None) -> pl.DataFrame:
+    return products.select(
         "asin", "attributes", pl.col("attributes_hash").alias("content_hash")
     ).collect()
-    model_id = text_encoder.model_id
+
+
+def _attributes_finish(table: pl.DataFrame, meta: dict) -> None:
+    meta["without_attributes"] = dg.MetadataValue.int(int((~table["has_attributes"]).sum()))
+
+
+PRODUCT_EMBEDDINGS: tuple[ProductEmbedding, ...] = (
+    ProductEmbedding(
+        name="image_embeddings",
+        description="CLIP image-tower embedding per product with an ok cached image (none otherwise).",
+        encoder="clip",
+        current=_image_current,
+        encode=lambda clip, storage, model_id: _image_chunk(clip, storage, model_id),
+        needs_images=True,
+    ),
+    ProductEmbedding(
+        name="title_embeddings",
+        description="Sentence-encoder (MiniLM / MPNet) embedding of each product title.",
+        encoder="text_encoder",
+        current=_titles,
+        encode=lambda enc, storage, model_id: _text_chunk(enc.encode, "title", ["asin"], model_id),
+    ),
+    ProductEmbedding(
+        name="title_clip_embeddings",
+        description="CLIP text-tower embedding of each product title.",
+        encoder="clip",
+        current=_titles,
+        encode=lambda clip, storage, model_id: _text_chunk(
+            clip.encode_texts, "title", ["asin"], model_id
+        ),
+    ),
+    ProductEmbedding(
+        name="attribute_embeddings",
+        description="Mean of the sentence-encoder embeddings of a product's attribute strings "
+        "(re-normalised); zero vector and has_attributes=false when it has none.",
+        encoder="text_encoder",
+        current=_attributes_current,
+        encode=lambda enc, storage, model_id: _attribute_chunk(enc, model_id),
+        extra=("has_attributes", "n_attributes"),
+        finish=_attributes_finish,
+    ),
+)
+
+
+def _embed_products(
+    spec: ProductEmbedding,
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    products: pl.LazyFrame,
+    product_images: pl.LazyFrame | None,
+    shard: tuple[int, int] | None,
+) -> dg.Output:
+    """One product-level embedding table, or the rows of one hash shard of it."""
+    encoder = getattr(context.resources, spec.encoder)
+    storage: CatretStorage = context.resources.storage
+    current = spec.current(context, products, product_images)
+    label, key_path, shared = spec.name, (spec.name,), None
+    if shard is not None:
+        index, count = shard
+        current = current.filter(shard_mask(current["asin"], index, count))
+        key_path = tuple(shard_key(spec.name, index, count).path)
+        label = "/".join(key_path)
+
+        def shared(wanted: pl.DataFrame) -> pl.DataFrame | None:
+            # The merged table holds every shard's last rows, so a new shard count (or a shard
+            # whose own table is older than the merge) re-encodes nothing that is unchanged.
+            path = storage.asset_path(spec.name)
+            if not path.exists():
+                return None
+            try:
+                rows = pl.scan_parquet(path).join(wanted.lazy(), on="asin", how="semi")
+                return rows.collect(engine="streaming")  # never the whole table in memory
+            except Exception as exc:
+                context.log.warning(f"{label}: merged table unreadable, not reusing it: {exc}")
+                return None
+
+    model_id = encoder.model_id
     table, meta = run_incremental(
         context,
         storage,
-        "attribute_embeddings",
+        label,
         current,
         ["asin"],
         model_id,
-        lambda: text_encoder.dim,
-        _attribute_chunk(text_encoder, model_id),
+        lambda: encoder.dim,
+        spec.encode(encoder, storage, model_id),
         config,
-        extra=("has_attributes", "n_attributes"),
+        extra=spec.extra,
+        key_path=key_path,
+        shared_previous=shared,
     )
-    meta["without_attributes"] = dg.MetadataValue.int(int((~table["has_attributes"]).sum()))
+    if shard is not None:
+        meta["shard"] = dg.MetadataValue.text(f"{shard[0]} of {shard[1]}")
+    if spec.finish is not None:
+        spec.finish(table, meta)
     return _output(table, meta)
+
+
+def _product_asset(
+    spec: ProductEmbedding, shard: tuple[int, int] | None = None
+) -> dg.AssetsDefinition:
+    if shard is None:
+        options = {"name": spec.name, "group_name": GROUP, "description": spec.description}
+    else:
+        options = {
+            "key": shard_key(spec.name, *shard),
+            "group_name": SHARD_GROUP,
+            "description": f"Hash shard {shard[0]} of {shard[1]} of {spec.name} "
+            f"(asins with sha1(asin) mod {shard[1]} == {shard[0]}). {spec.description}",
+        }
+    options |= {"kinds": KINDS, "required_resource_keys": {spec.encoder, "storage"}}
+    if spec.needs_images:
+
+        @dg.asset(**options)
+        def with_images(
+            context: dg.AssetExecutionContext,
+            config: EmbeddingConfig,
+            products: pl.LazyFrame,
+            product_images: pl.LazyFrame,
+        ) -> dg.Output:
+            return _embed_products(spec, context, config, products, product_images, shard)
+
+        return with_images
+
+    @dg.asset(**options)
+    def from_products(
+        context: dg.AssetExecutionContext, config: EmbeddingConfig, products: pl.LazyFrame
+    ) -> dg.Output:
+        return _embed_products(spec, context, config, products, None, shard)
+
+    return from_products
+
+
+def _merge_metadata(context, keys: list[dg.AssetKey]) -> dict:
+    """Encoded / reused / dropped / failed summed over the shards' latest materialisations."""
+    totals = dict.fromkeys(("encoded", "reused", "dropped", "failed"), 0)
+    rows, failures, model_ids = [], [], []
+    for key in keys:
+        event = context.instance.get_latest_materialization_event(key)
+        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+
+        def value(name: str, default=0, meta=meta):
+            entry = meta.get(name)
+            return entry.value if entry is not None else default
+
+        for name in totals:
+            totals[name] += int(value(name))
+        model_ids.append(value("model_id", ""))
+        shard = key.path[-1]
+        rows.append([shard, *(value(n) for n in (*totals, "rate"))])
+        if "failures" in meta:
+            failures.append(f"**{shard}**\n\n{meta['failures'].value}")
+    meta = {name: dg.MetadataValue.int(v) for name, v in totals.items()}
+    meta["shards"] = dg.MetadataValue.int(len(keys))
+    meta["per_shard"] = dg.MetadataValue.md(markdown_table(["shard", *totals, "rows/s"], rows))
+    known = sorted({m for m in model_ids if m})
+    if known:
+        meta["model_id"] = dg.MetadataValue.text(", ".join(known))
+    if failures:
+        meta["failures"] = dg.MetadataValue.md("\n\n".join(failures))
+    return meta
+
+
+def _merge(
+    spec: ProductEmbedding,
+    context: dg.AssetExecutionContext,
+    products: pl.LazyFrame,
+    product_images: pl.LazyFrame | None,
+    tables: dict[str, pl.DataFrame],
+    keys: list[dg.AssetKey],
+) -> dg.Output:
+    current = spec.current(context, products, product_images)
+    ordered = [tables[f"shard_{i}"] for i in range(len(keys))]
+    merged, stale = merge_shards(ordered, current.select("asin"), ["asin"])
+    if stale:
+        context.log.warning(
+            f"{spec.name}: {stale} shard rows are no longer in the input and were left out; "
+            "materialise the shard assets together with the merge"
+        )
+    meta = _merge_metadata(context, keys)
+    meta["stale_rows_left_out"] = dg.MetadataValue.int(stale)
+    dim = embedding_dim(merged)
+    if dim is not None:
+        meta["dim"] = dg.MetadataValue.int(dim)
+    if spec.finish is not None:
+        spec.finish(merged, meta)
+    return _output(merged, meta)
+
+
+def _merge_asset(spec: ProductEmbedding, shards: int) -> dg.AssetsDefinition:
+    keys = [shard_key(spec.name, i, shards) for i in range(shards)]
+    options = {
+        "name": spec.name,
+        "group_name": GROUP,
+        "kinds": {"polars", "parquet"},
+        "description": f"{spec.description} Merged from {shards} hash shards "
+        f"(group {SHARD_GROUP}), rows in the same order as the unsharded asset.",
+        "ins": {f"shard_{i}": dg.AssetIn(key=key) for i, key in enumerate(keys)},
+    }
+    if spec.needs_images:
+
+        @dg.asset(**options)
+        def merge_with_images(
+            context: dg.AssetExecutionContext,
+            products: pl.LazyFrame,
+            product_images: pl.LazyFrame,
+            **shard_tables: pl.DataFrame,
+        ) -> dg.Output:
+            return _merge(spec, context, products, product_images, shard_tables, keys)
+
+        return merge_with_images
+
+    @dg.asset(**options)
+    def merge_from_products(
+        context: dg.AssetExecutionContext, products: pl.LazyFrame, **shard_tables: pl.DataFrame
+    ) -> dg.Output:
+        return _merge(spec, context, products, None, shard_tables, keys)
+
+    return merge_from_products
+
+
+def build_product_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
+    """The product-level embedding assets; with ``shards > 1`` each is ``shards`` hash-shard
+    assets (group ``embedding_shards``, separate steps that executors run side by side) plus a
+    merge under the unsharded key that everything downstream depends on."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    if shards == 1:
+        return [_product_asset(spec) for spec in PRODUCT_EMBEDDINGS]
+    out: list[dg.AssetsDefinition] = []
+    for spec in PRODUCT_EMBEDDINGS:
+        out.extend(_product_asset(spec, (i, shards)) for i in range(shards))
+        out.append(_merge_asset(spec, shards))
+    return out
+
+
+image_embeddings, title_embeddings, title_clip_embeddings, attribute_embeddings = (
+    build_product_assets(1)
+)
+
+
+# ---- category assets (small: never sharded) ---------------------------------------------------
 
 
 def _category_texts(category_tree: pl.LazyFrame, template: str | None) -> pl.DataFrame:
@@ -475,12 +662,10 @@ def category_clip_embeddings(
     return _output(table, meta)
 
 
-ASSETS = [
-    image_embeddings,
-    title_embeddings,
-    title_clip_embeddings,
-    attribute_embeddings,
-    category_embeddings,
-    category_clip_embeddings,
-]
+def build_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
+    """Every embedding asset, the product-level ones split into ``shards`` hash shards."""
+    return [*build_product_assets(shards), category_embeddings, category_clip_embeddings]
+
+
+ASSETS = build_assets(1)
 CHECKS: list = []
