@@ -102,7 +102,21 @@ def select_job(defs, select: str | None):
     return job.get_subset(asset_selection=selection.resolve(defs.resolve_asset_graph()))
 
 
-def _execute_build(defs, select: str | None):
+def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) -> dict:
+    """Run config for the on-demand switches, for the steps the (sub)job actually has: config
+    for a step outside the selection fails Dagster's validation."""
+    ops: dict = {}
+    if retrain and job.has_node_named("fusion_models"):
+        ops["fusion_models"] = {"config": {"force_retrain": True}}
+    if rebuild_indexes and job.has_node_named("hnsw_indexes"):
+        ops["hnsw_indexes"] = {"config": {"force_rebuild": True}}
+    for flag, node in ((retrain, "fusion_models"), (rebuild_indexes, "hnsw_indexes")):
+        if flag and node not in ops:
+            print(f"note: {node} is not in the selection; its on-demand flag has no effect")
+    return {"ops": ops} if ops else {}
+
+
+def _execute_build(defs, select: str | None, run_config: dict | None = None):
     """Run the build job: in this process, or with CATRET_EXECUTOR=multiprocess one process per
     step (hash-shard steps side by side), rebuilt in each child from the CATRET_* variables."""
     import dagster as dg
@@ -110,7 +124,9 @@ def _execute_build(defs, select: str | None):
     instance = dg.DagsterInstance.get()
     if settings.executor() != "multiprocess":
         job = select_job(defs, select)
-        return job.execute_in_process(instance=instance, raise_on_error=False)
+        return job.execute_in_process(
+            run_config=run_config or None, instance=instance, raise_on_error=False
+        )
     from catret_pipeline.definitions import reconstructable_build_job
 
     keys = None
@@ -121,6 +137,7 @@ def _execute_build(defs, select: str | None):
         reconstructable_build_job(),
         instance=instance,
         asset_selection=keys,
+        run_config=run_config or None,
         raise_on_error=False,
     ) as result:
         return result
@@ -144,7 +161,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     from catret_pipeline.definitions import build_definitions
 
     # Built here rather than imported: --shards / --executor change the graph and the job.
-    result = _execute_build(build_definitions(), args.select)
+    defs = build_definitions()
+    run_config = on_demand_config(
+        select_job(defs, args.select),
+        retrain=getattr(args, "retrain", False),
+        rebuild_indexes=getattr(args, "rebuild_indexes", False),
+    )
+    result = _execute_build(defs, args.select, run_config)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [
         ev.asset_check_key.to_user_string()
@@ -261,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("materialize", help="materialise the asset graph in-process")
     _common(p)
     p.add_argument("--select", help="dagster asset selection string, e.g. 'key:products+'")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain every fusion head even when its training data barely changed",
+    )
+    p.add_argument(
+        "--rebuild-indexes",
+        action="store_true",
+        help="rebuild every HNSW index instead of updating it in place",
+    )
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("ui", help="serve the Dagster UI (dagster dev -w workspace.yaml)")

@@ -52,3 +52,26 @@ def test_selection_takes_multi_asset_neighbours_along(tmp_path):
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert {"raw_products", "quarantine", "products"} <= keys
     assert "title_embeddings" not in keys
+
+
+def test_on_demand_flags_become_valid_run_config(tmp_path, capsys):
+    import dagster as dg
+
+    from catret_pipeline.definitions import build_definitions
+
+    defs = build_definitions(data_dir=str(tmp_path))
+    whole = cli.select_job(defs, None)
+    config = cli.on_demand_config(whole, retrain=True, rebuild_indexes=True)
+    assert config == {
+        "ops": {
+            "fusion_models": {"config": {"force_retrain": True}},
+            "hnsw_indexes": {"config": {"force_rebuild": True}},
+        }
+    }
+    # Dagster accepts it for the whole job ...
+    assert dg.validate_run_config(whole, config)
+    # ... and a selection without those steps gets no config (it would fail validation).
+    ingest_only = cli.select_job(defs, "+key:products")
+    assert cli.on_demand_config(ingest_only, retrain=True) == {}
+    assert "no effect" in capsys.readouterr().out
+    assert cli.on_demand_config(whole) == {}
