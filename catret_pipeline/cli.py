@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,58 @@ def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) 
     return {"ops": ops} if ops else {}
 
 
+REFRESH_TAG = "catret/refresh"  # = definitions.REFRESH_TAG, limited to 1 in DAGSTER_YAML
+PID_TAG = "catret/pid"
+HOST_TAG = "catret/host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def refresh_runs_in_progress(instance) -> list[str]:
+    """Ids of runs that hold the refresh slot (tag ``catret/refresh``, not finished).
+
+    A run started by ``catret materialize`` on this host whose process is gone (killed, machine
+    crashed mid-run) would otherwise hold the slot for ever: it is marked failed here instead.
+    """
+    import dagster as dg
+
+    active = [
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    holding = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=active, tags={REFRESH_TAG: "true"})):
+        pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid and pid.isdigit() and host == socket.gethostname() and not _pid_alive(int(pid)):
+            instance.report_run_failed(
+                run, f"catret: process {pid} of this run is gone; marked failed by a later run"
+            )
+            continue
+        holding.append(run.run_id)
+    return holding
+
+
+def cli_run_tags() -> dict[str, str]:
+    """Tags of a ``catret materialize`` run: it takes the refresh slot like a scheduled refresh
+    (the run queue counts started runs with the tag, so a queued refresh waits for it), and
+    records its process so a killed run can be told from a live one."""
+    return {
+        REFRESH_TAG: "true",
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+        "catret/trigger": "cli",
+    }
+
+
 def _execute_build(defs, select: str | None, run_config: dict | None = None):
     """Run the build job: in this process, or with CATRET_EXECUTOR=multiprocess one process per
     step (hash-shard steps side by side), rebuilt in each child from the CATRET_* variables."""
@@ -125,7 +178,10 @@ def _execute_build(defs, select: str | None, run_config: dict | None = None):
     if settings.executor() != "multiprocess":
         job = select_job(defs, select)
         return job.execute_in_process(
-            run_config=run_config or None, instance=instance, raise_on_error=False
+            run_config=run_config or None,
+            instance=instance,
+            raise_on_error=False,
+            tags=cli_run_tags(),
         )
     from catret_pipeline.definitions import reconstructable_build_job
 
@@ -138,6 +194,7 @@ def _execute_build(defs, select: str | None, run_config: dict | None = None):
         instance=instance,
         asset_selection=keys,
         run_config=run_config or None,
+        tags=cli_run_tags(),
         raise_on_error=False,
     ) as result:
         return result
@@ -156,6 +213,16 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     env = configure_environment(args.data_dir, args.raw_root, args.profile)
     _set_scaling_env(args)
     print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
+    import dagster as dg
+
+    holding = refresh_runs_in_progress(dg.DagsterInstance.get())
+    if holding and not args.force:
+        print(
+            f"another build or refresh is running on this data dir (run {', '.join(holding)}); "
+            "wait for it, or pass --force if you know it is dead",
+            file=sys.stderr,
+        )
+        return 3
     ensure_bundled_sample(args.sample_products)
 
     from catret_pipeline.definitions import build_definitions
@@ -284,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("materialize", help="materialise the asset graph in-process")
     _common(p)
     p.add_argument("--select", help="dagster asset selection string, e.g. 'key:products+'")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start even if the instance shows another build or refresh in progress",
+    )
     p.add_argument(
         "--retrain",
         action="store_true",
