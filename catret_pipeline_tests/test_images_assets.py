@@ -200,3 +200,40 @@ def test_acquire_without_dagster_offline(tmp_path):
     assert any("to fetch" in m for m in logs) and any("fetched 2/2" in m for m in logs)
     empty, _ = acquire_product_images(products.head(0), None, fetcher, ImageCache(tmp_path / "d"))
     assert empty.height == 0 and empty.columns == list(PRODUCT_IMAGES_SCHEMA)
+
+
+def test_images_of_removed_products_are_pruned_one_refresh_later(tmp_path):
+    data_dir = tmp_path / "data"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "a.png").write_bytes(png_bytes(10, 10))
+    (mirror / "b.png").write_bytes(png_bytes(12, 9))
+    fetcher = ImageFetcher(mirror_dir=str(mirror))
+    url = "https://m.media-amazon.com/images/I/{}.png"
+    write_products(data_dir, [("P1", url.format("a")), ("P2", url.format("b"))])
+    table, meta, _ = run(data_dir, fetcher)
+    files = dict(table.select("asin", "cache_path").iter_rows())
+    foreign = data_dir / "image_cache" / "notes.txt"
+    foreign.write_text("not a cached image")
+    assert meta["pruned_files"] == 0
+
+    write_products(data_dir, [("P1", url.format("a"))])  # P2 removed
+    _, meta, _ = run(data_dir, fetcher)
+    assert meta["pruned_files"] == 0  # the last good table still refers to b
+    assert (data_dir / files["P2"]).exists()
+
+    _, meta, check = run(data_dir, fetcher)
+    assert (meta["pruned_files"], meta["pruned_bytes"]) == (1, len(png_bytes(12, 9)))
+    assert not (data_dir / files["P2"]).exists()
+    assert (data_dir / files["P1"]).exists() and foreign.exists()
+    assert check.passed
+
+    # Switched off, nothing is deleted.
+    write_products(data_dir, [("P2", url.format("b"))])
+    run(data_dir, fetcher)
+    write_products(data_dir, [("P3", None)])
+    cfg = {"ops": {"product_images": {"config": {"prune_unreferenced": False}}}}
+    run(data_dir, fetcher, cfg)
+    _, meta, _ = run(data_dir, fetcher, cfg)
+    assert "pruned_files" not in meta
+    assert (data_dir / files["P2"]).exists() and (data_dir / files["P1"]).exists()

@@ -36,6 +36,12 @@ class ProductImagesConfig(dg.Config):
     progress_every_s: float = Field(
         default=15.0, description="Seconds between progress log lines while fetching."
     )
+    prune_unreferenced: bool = Field(
+        default=True,
+        description="Delete cached images that neither this table nor the previous one refers "
+        "to (images of products removed at least one refresh ago), so a daily-changing "
+        "catalogue does not grow the cache for ever.",
+    )
 
 
 @dataclass
@@ -238,7 +244,24 @@ def product_images(
         context.log.warning(note)
     if table.height != wanted.height:  # pragma: no cover - guarded by construction
         raise RuntimeError(f"product_images has {table.height} rows for {wanted.height} products")
-    return dg.Output(table, metadata=_summary_metadata(table, stats, cache))
+    metadata = _summary_metadata(table, stats, cache)
+    if config.prune_unreferenced:
+        # The previous table's files are kept too: until this table is written, the last good
+        # one (and whatever reads it, e.g. `catret search --sheet`) may still need them.
+        keep = set(table["cache_path"].drop_nulls().to_list())
+        try:
+            last = previous if previous is not None else storage.read_previous("product_images")
+        except Exception as exc:  # unknown references: deleting anything could lose images
+            context.log.warning(f"product_images: previous table unreadable, no pruning: {exc}")
+        else:
+            if last is not None and "cache_path" in last.columns:
+                keep |= set(last["cache_path"].drop_nulls().to_list())
+            files, size = cache.prune(keep)
+            if files:
+                context.log.info(f"product_images: pruned {files} unreferenced files ({size} B)")
+            metadata["pruned_files"] = dg.MetadataValue.int(files)
+            metadata["pruned_bytes"] = dg.MetadataValue.int(size)
+    return dg.Output(table, metadata=metadata)
 
 
 @dg.asset_check(

@@ -125,6 +125,26 @@ class ImageCache:
     def rel(self, path: Path) -> str:
         return path.relative_to(self.data_dir).as_posix()
 
+    def prune(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
+        """Delete cached images whose relative path is not in ``keep``; (files, bytes) removed.
+
+        Only files named like this cache's own (``??/<sha256>.<ext>``) are candidates, so
+        anything else a user put under the directory is never touched.
+        """
+        files = removed_bytes = 0
+        for path in self.files():
+            if self.rel(path) in keep:
+                continue
+            try:
+                size = path.stat().st_size
+                if not dry_run:
+                    path.unlink()
+            except FileNotFoundError:
+                continue
+            files += 1
+            removed_bytes += size
+        return files, removed_bytes
+
 
 def previous_index(
     previous: pl.DataFrame | None, cache: ImageCache, *, include_failed: bool = False
