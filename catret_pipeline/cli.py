@@ -106,14 +106,20 @@ def select_job(defs, select: str | None):
 def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) -> dict:
     """Run config for the on-demand switches, for the steps the (sub)job actually has: config
     for a step outside the selection fails Dagster's validation."""
+    from catret_pipeline.retrieval.assets import index_config_ops
+
     ops: dict = {}
-    if retrain and job.has_node_named("fusion_models"):
-        ops["fusion_models"] = {"config": {"force_retrain": True}}
-    if rebuild_indexes and job.has_node_named("hnsw_indexes"):
-        ops["hnsw_indexes"] = {"config": {"force_rebuild": True}}
-    for flag, node in ((retrain, "fusion_models"), (rebuild_indexes, "hnsw_indexes")):
-        if flag and node not in ops:
-            print(f"note: {node} is not in the selection; its on-demand flag has no effect")
+    if retrain:
+        if job.has_node_named("fusion_models"):
+            ops["fusion_models"] = {"config": {"force_retrain": True}}
+        else:
+            print("note: fusion_models is not in the selection; --retrain has no effect")
+    if rebuild_indexes:
+        # One hnsw_indexes step, or one per vector model when the graph is sharded.
+        index_ops = index_config_ops(job, {"force_rebuild": True})
+        if not index_ops:
+            print("note: no index step is in the selection; --rebuild-indexes has no effect")
+        ops.update(index_ops)
     return {"ops": ops} if ops else {}
 
 
@@ -334,7 +340,8 @@ def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
         p.add_argument(
             "--shards",
             type=int,
-            help="hash shards per product-level embedding asset (env CATRET_EMBED_SHARDS; default 1)",
+            help="hash shards per product-level embedding asset, and above 1 one hnsw_indexes step "
+            "per vector model (env CATRET_EMBED_SHARDS; default 1)",
         )
         p.add_argument(
             "--executor",

@@ -10,6 +10,7 @@ import dagster as dg
 
 from catret_pipeline import settings
 from catret_pipeline.embeddings.sharding import SHARD_GROUP
+from catret_pipeline.retrieval.assets import INDEX_SHARD_GROUP
 from catret_pipeline.storage.assets import build_duckdb_catalog_asset
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
@@ -108,8 +109,9 @@ def build_definitions(
     """Everything, for one data dir / raw root.
 
     ``shards`` (default ``CATRET_EMBED_SHARDS``, 1) splits the product-level embedding assets
-    into hash-shard steps; ``executor`` / ``max_concurrent`` (default ``CATRET_EXECUTOR`` /
-    ``CATRET_MAX_CONCURRENT``) choose how the build job runs its steps (see docs/scaling.md).
+    into hash-shard steps and ``hnsw_indexes`` into one step per vector model; ``executor`` /
+    ``max_concurrent`` (default ``CATRET_EXECUTOR`` / ``CATRET_MAX_CONCURRENT``) choose how the
+    build job runs its steps (see docs/scaling.md).
     """
     shards = settings.embed_shards() if shards is None else shards
     if shards < 1:
@@ -118,7 +120,9 @@ def build_definitions(
     assets = [a for m in stages for a in _stage_assets(m, shards)]
     checks = [c for m in stages for c in getattr(m, "CHECKS", [])]
     # Shard tables are intermediate (their merge is the contract table): no DuckDB view.
-    table_keys = [key for a in assets for key in a.keys if key.path[0] != SHARD_GROUP]
+    table_keys = [
+        key for a in assets for key in a.keys if key.path[0] not in (SHARD_GROUP, INDEX_SHARD_GROUP)
+    ]
     catalog = build_duckdb_catalog_asset(table_keys)
     all_assets = [*assets, catalog]
 

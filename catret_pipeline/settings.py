@@ -127,7 +127,8 @@ def _int_env(name: str, default: int, minimum: int) -> int:
 
 
 def embed_shards() -> int:
-    """Hash shards per product-level embedding asset (``CATRET_EMBED_SHARDS``; default 1)."""
+    """Hash shards per product-level embedding asset, and above 1 one index step per vector
+    model (``CATRET_EMBED_SHARDS``; default 1)."""
     return _int_env(ENV_EMBED_SHARDS, 1, 1)
 
 

@@ -75,3 +75,15 @@ def test_on_demand_flags_become_valid_run_config(tmp_path, capsys):
     assert cli.on_demand_config(ingest_only, retrain=True) == {}
     assert "no effect" in capsys.readouterr().out
     assert cli.on_demand_config(whole) == {}
+
+
+def test_rebuild_flag_reaches_every_per_model_index_step(tmp_path):
+    import dagster as dg
+
+    from catret_pipeline.definitions import build_definitions
+
+    job = cli.select_job(build_definitions(data_dir=str(tmp_path), shards=2), None)
+    config = cli.on_demand_config(job, retrain=True, rebuild_indexes=True)
+    index_ops = [name for name in config["ops"] if name.startswith("index_shards__")]
+    assert len(index_ops) >= 3 and "hnsw_indexes" not in config["ops"]
+    assert dg.validate_run_config(job, config)

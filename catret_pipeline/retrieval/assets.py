@@ -1,5 +1,10 @@
 """Retrieval assets: one HNSW index per (vector model, setting), its recall check, and the
-ranked lists every model returns for every test query (see docs/retrieval.md)."""
+ranked lists every model returns for every test query (see docs/retrieval.md).
+
+With ``build_assets(shards)`` and ``shards > 1`` the indexes are built by one step per possible
+vector model (``index_shards/hnsw_indexes/<model>``) and ``hnsw_indexes`` merges their rows, so
+the executor runs the models side by side; see docs/scaling.md.
+"""
 
 from collections import defaultdict
 
@@ -8,6 +13,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from catret_pipeline.fusion.features import MODEL_SPECS
 from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hnsw_index import (
@@ -19,7 +25,12 @@ from catret_pipeline.retrieval.hnsw_index import (
     refresh_index,
     search,
 )
-from catret_pipeline.retrieval.vectors import BM25_MODEL, VectorSet, VectorTables
+from catret_pipeline.retrieval.vectors import (
+    BM25_MODEL,
+    ZERO_SHOT_MODELS,
+    VectorSet,
+    VectorTables,
+)
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "retrieval"
@@ -110,6 +121,12 @@ class IndexConfig(dg.Config):
     )
 
 
+class IndexMergeConfig(dg.Config):
+    """No options: with per-model index steps, IndexConfig goes to each
+    ``index_shards__hnsw_indexes__<model>`` op (``index_config_ops`` writes that run config).
+    Declared empty so that IndexConfig values given to this op are refused, not ignored."""
+
+
 class RecallCheckConfig(dg.Config):
     """Overrides for the hnsw_recall check; unset values come from the hnsw_indexes run."""
 
@@ -181,22 +198,7 @@ def _md_table(df: pl.DataFrame) -> str:
 # Assets
 
 
-@dg.asset(
-    group_name=GROUP,
-    kinds={"hnswlib", "parquet"},
-    description="One HNSW index per (vector model, setting) over the setting's test products.",
-)
-def hnsw_indexes(
-    context: dg.AssetExecutionContext,
-    config: IndexConfig,
-    storage: CatretStorage,
-    evaluation_pairs: pl.LazyFrame,
-    title_embeddings: pl.LazyFrame,
-    image_embeddings: pl.LazyFrame,
-    category_embeddings: pl.LazyFrame,
-    category_clip_embeddings: pl.LazyFrame,
-    fused_representations: pl.LazyFrame,
-) -> dg.Output[pl.DataFrame]:
+def _index_params(config: IndexConfig) -> tuple[HnswParams, UpdatePolicy]:
     params = HnswParams(
         M=config.M, ef_construction=config.ef_construction, ef=config.ef, seed=config.seed
     )
@@ -205,17 +207,23 @@ def hnsw_indexes(
         max_deleted_fraction=config.max_deleted_fraction,
         force_rebuild=config.force_rebuild,
     )
-    tables = VectorTables(
-        title_embeddings=title_embeddings,
-        image_embeddings=image_embeddings,
-        category_embeddings=category_embeddings,
-        category_clip_embeddings=category_clip_embeddings,
-        fused_representations=fused_representations,
-    )
-    pairs = held_out_pairs(evaluation_pairs)
+    return params, policy
+
+
+def build_index_rows(
+    context: dg.AssetExecutionContext,
+    config: IndexConfig,
+    storage: CatretStorage,
+    pairs: pl.DataFrame,
+    tables: VectorTables,
+    models: list[str],
+) -> pl.DataFrame:
+    """Build, update or keep the index of every (model in ``models``, setting); one row each,
+    models in the given order, settings sorted."""
+    params, policy = _index_params(config)
     settings = sorted(pairs["setting"].unique().to_list())
     rows = []
-    for model in tables.vector_models():
+    for model in models:
         for setting in settings:
             collection = collection_asins(pairs, setting)
             products = tables.products(model, setting).restrict(collection)
@@ -288,44 +296,298 @@ def hnsw_indexes(
                 f"{done.seconds:.2f} s, recall@10 {row['recall_at_10']:.4f}"
             )
             rows.append(row)
-    df = pl.DataFrame(rows, schema=INDEX_COLUMNS)
+    return pl.DataFrame(rows, schema=INDEX_COLUMNS)
+
+
+#: The IndexConfig values the hnsw_recall check reads back from the hnsw_indexes materialisation.
+RECORDED_SETTINGS = ("recall_bound", "recall_sample_queries", "seed")
+
+
+def index_metadata(df: pl.DataFrame, recorded: dict) -> dict:
+    """The metadata of an hnsw_indexes-shaped table; ``recorded`` holds RECORDED_SETTINGS."""
     built = df.filter(pl.col("index_path").is_not_null())
     actions = built["action"].value_counts()
     count = dict(zip(actions["action"], actions["count"], strict=True))
-    return dg.Output(
-        df,
-        metadata={
-            "indexes": dg.MetadataValue.md(
-                _md_table(
-                    df.select(
-                        "model",
-                        "setting",
-                        "action",
-                        "reason",
-                        "n_items",
-                        "n_added",
-                        "n_removed",
-                        "n_changed",
-                        "n_missing_vectors",
-                        "dim",
-                        "recall_at_10",
-                    )
+    return {
+        "indexes": dg.MetadataValue.md(
+            _md_table(
+                df.select(
+                    "model",
+                    "setting",
+                    "action",
+                    "reason",
+                    "n_items",
+                    "n_added",
+                    "n_removed",
+                    "n_changed",
+                    "n_missing_vectors",
+                    "dim",
+                    "recall_at_10",
                 )
-            ),
-            "n_indexes": dg.MetadataValue.int(built.height),
-            "n_built": dg.MetadataValue.int(int(count.get("built", 0))),
-            "n_updated": dg.MetadataValue.int(int(count.get("updated", 0))),
-            "n_unchanged": dg.MetadataValue.int(int(count.get("unchanged", 0))),
-            "total_bytes": dg.MetadataValue.int(int(built["bytes"].sum() or 0)),
-            "min_recall_at_10": dg.MetadataValue.float(
-                float(built["recall_at_10"].min()) if built.height else float("nan")
-            ),
-            # Read back by the hnsw_recall check, so one config governs build and acceptance.
-            "recall_bound": dg.MetadataValue.float(config.recall_bound),
-            "recall_sample_queries": dg.MetadataValue.int(config.recall_sample_queries),
-            "seed": dg.MetadataValue.int(config.seed),
-        },
+            )
+        ),
+        "n_indexes": dg.MetadataValue.int(built.height),
+        "n_built": dg.MetadataValue.int(int(count.get("built", 0))),
+        "n_updated": dg.MetadataValue.int(int(count.get("updated", 0))),
+        "n_unchanged": dg.MetadataValue.int(int(count.get("unchanged", 0))),
+        "total_bytes": dg.MetadataValue.int(int(built["bytes"].sum() or 0)),
+        "min_recall_at_10": dg.MetadataValue.float(
+            float(built["recall_at_10"].min()) if built.height else float("nan")
+        ),
+        # Read back by the hnsw_recall check, so one config governs build and acceptance.
+        "recall_bound": dg.MetadataValue.float(float(recorded["recall_bound"])),
+        "recall_sample_queries": dg.MetadataValue.int(int(recorded["recall_sample_queries"])),
+        "seed": dg.MetadataValue.int(int(recorded["seed"])),
+    }
+
+
+def _config_settings(config: IndexConfig) -> dict:
+    return {name: getattr(config, name) for name in RECORDED_SETTINGS}
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"hnswlib", "parquet"},
+    description="One HNSW index per (vector model, setting) over the setting's test products.",
+)
+def hnsw_indexes(
+    context: dg.AssetExecutionContext,
+    config: IndexConfig,
+    storage: CatretStorage,
+    evaluation_pairs: pl.LazyFrame,
+    title_embeddings: pl.LazyFrame,
+    image_embeddings: pl.LazyFrame,
+    category_embeddings: pl.LazyFrame,
+    category_clip_embeddings: pl.LazyFrame,
+    fused_representations: pl.LazyFrame,
+) -> dg.Output[pl.DataFrame]:
+    tables = VectorTables(
+        title_embeddings=title_embeddings,
+        image_embeddings=image_embeddings,
+        category_embeddings=category_embeddings,
+        category_clip_embeddings=category_clip_embeddings,
+        fused_representations=fused_representations,
     )
+    pairs = held_out_pairs(evaluation_pairs)
+    df = build_index_rows(context, config, storage, pairs, tables, tables.vector_models())
+    return dg.Output(df, metadata=index_metadata(df, _config_settings(config)))
+
+
+# ---- per-model index steps (build_assets(shards > 1)) ----------------------------------------
+
+#: Group and first key part of the per-model index assets.
+INDEX_SHARD_GROUP = "index_shards"
+
+#: The upstream tables each zero-shot model reads; a trained model reads fused_representations.
+ZERO_SHOT_INPUTS = {
+    "mpnet": ("title_embeddings", "category_embeddings"),
+    "clip": ("image_embeddings", "category_clip_embeddings"),
+}
+
+
+def index_models() -> list[str]:
+    """Every model that can have vectors, in hnsw_indexes row order: the zero-shot baselines,
+    then every fusion model that ``fusion_models`` can train (sorted, like ``vector_models``).
+    Static, so the per-model steps exist before any data does."""
+    missing = set(ZERO_SHOT_MODELS) ^ set(ZERO_SHOT_INPUTS)
+    if missing:  # a new baseline needs its inputs named here
+        raise RuntimeError(f"ZERO_SHOT_INPUTS out of step with ZERO_SHOT_MODELS: {missing}")
+    return [*ZERO_SHOT_MODELS, *sorted(MODEL_SPECS)]
+
+
+def index_shard_key(model: str) -> dg.AssetKey:
+    """``index_shards/hnsw_indexes/<model>``: two folders down under ``assets/``, so the file
+    gets no DuckDB view (like the embedding shards); not a contract table."""
+    return dg.AssetKey([INDEX_SHARD_GROUP, "hnsw_indexes", model])
+
+
+def _model_index(
+    model: str,
+    context: dg.AssetExecutionContext,
+    config: IndexConfig,
+    evaluation_pairs: pl.LazyFrame,
+    **inputs: pl.LazyFrame,
+) -> dg.Output[pl.DataFrame]:
+    storage: CatretStorage = context.resources.storage
+    tables = VectorTables(**inputs)
+    if model in ZERO_SHOT_MODELS:
+        models = [model]
+    else:
+        # A model fusion did not train this run has no vectors: no rows, as in the unsharded
+        # table, which lists only the models present in fused_representations.
+        models = [model] if model in tables.trained_models() else []
+        if not models:
+            context.log.info(f"{model}: no rows in fused_representations, no index")
+    pairs = held_out_pairs(evaluation_pairs)
+    df = build_index_rows(context, config, storage, pairs, tables, models)
+    meta = index_metadata(df, _config_settings(config))
+    meta["model"] = dg.MetadataValue.text(model)
+    return dg.Output(df, metadata=meta)
+
+
+def _model_index_asset(model: str) -> dg.AssetsDefinition:
+    options = {
+        "key": index_shard_key(model),
+        "group_name": INDEX_SHARD_GROUP,
+        "kinds": {"hnswlib", "parquet"},
+        "description": f"The HNSW indexes of {model} (one per setting) and its rows of "
+        "hnsw_indexes; no rows when the model has no vectors.",
+        "required_resource_keys": {"storage"},
+    }
+    if model == "mpnet":
+
+        @dg.asset(**options)
+        def mpnet_index(
+            context: dg.AssetExecutionContext,
+            config: IndexConfig,
+            evaluation_pairs: pl.LazyFrame,
+            title_embeddings: pl.LazyFrame,
+            category_embeddings: pl.LazyFrame,
+        ) -> dg.Output[pl.DataFrame]:
+            return _model_index(
+                model,
+                context,
+                config,
+                evaluation_pairs,
+                title_embeddings=title_embeddings,
+                category_embeddings=category_embeddings,
+            )
+
+        return mpnet_index
+    if model == "clip":
+
+        @dg.asset(**options)
+        def clip_index(
+            context: dg.AssetExecutionContext,
+            config: IndexConfig,
+            evaluation_pairs: pl.LazyFrame,
+            image_embeddings: pl.LazyFrame,
+            category_clip_embeddings: pl.LazyFrame,
+        ) -> dg.Output[pl.DataFrame]:
+            return _model_index(
+                model,
+                context,
+                config,
+                evaluation_pairs,
+                image_embeddings=image_embeddings,
+                category_clip_embeddings=category_clip_embeddings,
+            )
+
+        return clip_index
+
+    @dg.asset(**options)
+    def trained_index(
+        context: dg.AssetExecutionContext,
+        config: IndexConfig,
+        evaluation_pairs: pl.LazyFrame,
+        fused_representations: pl.LazyFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        return _model_index(
+            model, context, config, evaluation_pairs, fused_representations=fused_representations
+        )
+
+    return trained_index
+
+
+def _per_model_settings(context: dg.AssetExecutionContext, keys: list[dg.AssetKey]) -> dict:
+    """RECORDED_SETTINGS of the per-model steps' latest materialisations (IndexConfig defaults
+    where none is recorded). Steps configured apart record the strictest bound."""
+    defaults = _config_settings(IndexConfig())
+    seen: dict[str, list] = {name: [] for name in RECORDED_SETTINGS}
+    for key in keys:
+        event = context.instance.get_latest_materialization_event(key)
+        meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        for name in RECORDED_SETTINGS:
+            if name in meta:
+                seen[name].append(meta[name].value)
+    out = {}
+    for name, values in seen.items():
+        if not values:
+            out[name] = defaults[name]
+            continue
+        if len(set(values)) > 1:
+            context.log.warning(
+                f"hnsw_indexes: per-model index steps ran with different {name} values "
+                f"{sorted(set(values))}; the recall check uses "
+                + ("the highest" if name == "recall_bound" else "the first model's")
+            )
+        out[name] = max(values) if name == "recall_bound" else values[0]
+    return out
+
+
+def merge_index_rows(tables: list[pl.DataFrame], models: list[str]) -> pl.DataFrame:
+    """Stack the per-model tables (``tables[i]`` holds ``models[i]``'s rows) in ``models``
+    order: the row order of the unsharded hnsw_indexes."""
+    parts = []
+    for model, table in zip(models, tables, strict=True):
+        other = sorted(set(table["model"].drop_nulls().to_list()) - {model})
+        if other or table["model"].null_count():
+            raise ValueError(f"the index table of {model} holds rows of other models: {other}")
+        parts.append(table.sort("setting", maintain_order=True))
+    if not parts:
+        return pl.DataFrame(schema=INDEX_COLUMNS)
+    return pl.concat(parts, how="vertical_relaxed").cast(INDEX_COLUMNS)
+
+
+def _merge_asset(models: list[str]) -> dg.AssetsDefinition:
+    keys = [index_shard_key(m) for m in models]
+
+    @dg.asset(
+        name="hnsw_indexes",
+        group_name=GROUP,
+        kinds={"hnswlib", "parquet"},
+        description="One HNSW index per (vector model, setting) over the setting's test "
+        f"products, built by {len(models)} per-model steps (group {INDEX_SHARD_GROUP}); the "
+        "same table and row order as the single-step asset.",
+        ins={f"model_{i}": dg.AssetIn(key=key) for i, key in enumerate(keys)},
+    )
+    def hnsw_indexes_merge(
+        context: dg.AssetExecutionContext,
+        config: IndexMergeConfig,
+        fused_representations: pl.LazyFrame,
+        **per_model: pl.DataFrame,
+    ) -> dg.Output[pl.DataFrame]:
+        # Only the model names are read: a trained model with no step would vanish silently.
+        trained = VectorTables(fused_representations=fused_representations).trained_models()
+        uncovered = sorted(set(trained) - set(models))
+        if uncovered:
+            raise ValueError(
+                f"fused_representations holds model(s) {uncovered} that have no per-model index "
+                f"step (known: {models}); add them to fusion MODEL_SPECS or build unsharded"
+            )
+        df = merge_index_rows([per_model[f"model_{i}"] for i in range(len(models))], models)
+        meta = index_metadata(df, _per_model_settings(context, keys))
+        meta["index_steps"] = dg.MetadataValue.int(len(models))
+        return dg.Output(df, metadata=meta)
+
+    return hnsw_indexes_merge
+
+
+def index_config_ops(job: dg.JobDefinition, config: dict) -> dict:
+    """``ops`` run config giving IndexConfig values to whichever index steps ``job`` has:
+    ``hnsw_indexes`` in the single-step graph, every ``index_shards/...`` step in the
+    per-model one (the merge takes no config). Empty when the job has none of them."""
+    fields = set(IndexConfig.model_fields)
+    ops = {}
+    for node in sorted(job.graph.nodes, key=lambda n: n.name):
+        config_type = node.definition.config_field and node.definition.config_field.config_type
+        schema = set(getattr(config_type, "fields", None) or ())
+        is_index = node.name == "hnsw_indexes" or node.name.startswith(f"{INDEX_SHARD_GROUP}__")
+        if is_index and schema == fields:
+            ops[node.name] = {"config": dict(config)}
+    return ops
+
+
+def build_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
+    """The retrieval assets. With ``shards > 1`` (``CATRET_EMBED_SHARDS``) ``hnsw_indexes`` is
+    one step per possible vector model (group ``index_shards``) and a merge under the same key,
+    so the executor builds the models' indexes side by side; 1 gives the single-step graph."""
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    if shards == 1:
+        return [hnsw_indexes, retrieval_runs]
+    models = index_models()
+    return [*(_model_index_asset(m) for m in models), _merge_asset(models), retrieval_runs]
 
 
 def _recorded_settings(context: dg.AssetCheckExecutionContext) -> dict:
@@ -556,5 +818,5 @@ def retrieval_runs(
     )
 
 
-ASSETS = [hnsw_indexes, retrieval_runs]
+ASSETS = build_assets(1)
 CHECKS = [hnsw_recall]
