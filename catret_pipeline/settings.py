@@ -63,7 +63,7 @@ def profile() -> str:
     return name
 
 
-def clip_defaults() -> dict[str, str]:
+def clip_defaults() -> dict[str, str | int]:
     """open_clip settings for the active profile; CATRET_CLIP_* variables override each field."""
     out = dict(PROFILES[profile()]["clip"])
     for field, env in (
@@ -75,6 +75,8 @@ def clip_defaults() -> dict[str, str]:
     ):
         if os.environ.get(env):
             out[field] = os.environ[env]
+    if os.environ.get("CATRET_CLIP_DECODE_WORKERS"):
+        out["decode_workers"] = _int_env("CATRET_CLIP_DECODE_WORKERS", 1, 1)
     return out
 
 

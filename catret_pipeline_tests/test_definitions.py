@@ -176,3 +176,15 @@ def test_build_job_rebuilds_from_the_given_environment(tmp_path, monkeypatch):
     keys = {k.to_user_string() for k in job.asset_layer.asset_graph.get_all_asset_keys()}
     assert "embedding_shards/title_embeddings/shard_1_of_2" in keys
     assert not [k for k in keys if k.endswith("_of_5")]
+
+
+def test_decode_workers_reach_the_clip_resource(tmp_path, monkeypatch):
+    from catret_pipeline.definitions import build_resources
+
+    monkeypatch.delenv("CATRET_CLIP_DECODE_WORKERS", raising=False)
+    assert build_resources(str(tmp_path))["clip"].decode_workers == 1
+    monkeypatch.setenv("CATRET_CLIP_DECODE_WORKERS", "6")
+    assert build_resources(str(tmp_path))["clip"].decode_workers == 6
+    monkeypatch.setenv("CATRET_CLIP_DECODE_WORKERS", "0")
+    with pytest.raises(ValueError, match="CATRET_CLIP_DECODE_WORKERS"):
+        build_resources(str(tmp_path))
