@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--decode-workers", type=int, default=1, help="JPEG decode threads per batch (1)."
     )
+    p.add_argument(
+        "--decode-processes",
+        type=int,
+        default=0,
+        help="JPEG decode worker processes (0 = threads, see --decode-workers).",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch default.")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto).")
     p.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md.")
@@ -238,7 +244,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     encoders = {
         (prec, bs): functools.partial(
-            models[prec].encode_images, batch_size=bs, decode_workers=args.decode_workers
+            models[prec].encode_images,
+            batch_size=bs,
+            decode_workers=args.decode_workers,
+            decode_processes=args.decode_processes,
         )
         for prec in ("fp32", "bf16")
         for bs in batch_sizes
@@ -366,8 +375,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{_fmt_load(load_after)} on {os.cpu_count()} cores (other processes share them); "
             f"wall time {time.perf_counter() - t_start:.0f} s.",
             f"- Input: {args.images} JPEGs, {args.size}x{args.size} px, quality {args.quality} "
-            f"(mean {mean_kb:.0f} KB), written to a temp dir, {args.decode_workers} decode "
-            f"thread(s); open_clip `{MODEL_NAME}`, "
+            f"(mean {mean_kb:.0f} KB), written to a temp dir, "
+            + (
+                f"{args.decode_processes} decode process(es)"
+                if args.decode_processes
+                else f"{args.decode_workers} decode thread(s)"
+            )
+            + f"; open_clip `{MODEL_NAME}`, "
             f'pretrained="" (seeded random init), device {device}; {len(rounds)} rounds of '
             f"{chunk} images ({args.repeats} pass{'es' if args.repeats != 1 else ''} over them), "
             "every configuration in every round, order rotating; rates are total work / total "

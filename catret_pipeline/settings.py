@@ -77,6 +77,8 @@ def clip_defaults() -> dict[str, str | int]:
             out[field] = os.environ[env]
     if os.environ.get("CATRET_CLIP_DECODE_WORKERS"):
         out["decode_workers"] = _int_env("CATRET_CLIP_DECODE_WORKERS", 1, 1)
+    if os.environ.get("CATRET_CLIP_DECODE_PROCESSES"):
+        out["decode_processes"] = _int_env("CATRET_CLIP_DECODE_PROCESSES", 0, 0)
     return out
 
 

@@ -185,6 +185,8 @@ def test_decode_workers_reach_the_clip_resource(tmp_path, monkeypatch):
     assert build_resources(str(tmp_path))["clip"].decode_workers == 1
     monkeypatch.setenv("CATRET_CLIP_DECODE_WORKERS", "6")
     assert build_resources(str(tmp_path))["clip"].decode_workers == 6
+    monkeypatch.setenv("CATRET_CLIP_DECODE_PROCESSES", "4")
+    assert build_resources(str(tmp_path))["clip"].decode_processes == 4
     monkeypatch.setenv("CATRET_CLIP_DECODE_WORKERS", "0")
     with pytest.raises(ValueError, match="CATRET_CLIP_DECODE_WORKERS"):
         build_resources(str(tmp_path))

@@ -111,6 +111,18 @@ def test_parallel_decode_keeps_rows_and_errors_in_place(clip, tmp_path):
     assert set(many.errors) == {2, 7} == set(one.errors)
     assert many.ok.tolist() == one.ok.tolist()
     np.testing.assert_allclose(many.embeddings, one.embeddings, atol=1e-6)
+    # Worker processes decode the same pixels: same rows, same errors, same vectors.
+    procs = model.encode_image_files(paths, batch_size=5, decode_processes=2)
+    assert set(procs.errors) == {2, 7} and procs.ok.tolist() == one.ok.tolist()
+    assert "UnidentifiedImageError" in procs.errors[2]
+    np.testing.assert_allclose(procs.embeddings, one.embeddings, atol=1e-6)
+    # Workers killed between calls (OOM killer, say): the next call still gives every row.
+    for worker in list(model.decoders[2].pool._processes.values()):
+        worker.kill()
+        worker.join()
+    again = model.encode_image_files(paths, batch_size=5, decode_processes=2)
+    assert set(again.errors) == {2, 7}
+    np.testing.assert_allclose(again.embeddings, one.embeddings, atol=1e-6)
     # each row is its own image, not a neighbour's: distinct images give distinct vectors
     good = np.flatnonzero(many.ok)
     assert len({tuple(np.round(many.embeddings[i], 5)) for i in good}) == len(good)

@@ -7,6 +7,7 @@ Dagster resource in :mod:`catret_pipeline.encoders.resources` is a thin config l
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import threading
@@ -190,6 +191,105 @@ def _build(spec: ClipSpec, device: str) -> ClipModel:
     )
 
 
+def split_preprocess(preprocess) -> tuple[Any, Any] | None:
+    """(PIL stage, tensor stage) of an open_clip preprocess: the transforms before and after its
+    to-tensor step, or None when there is no such step to split at."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    cut = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
+    if cut is None:
+        return None
+    return T.Compose(steps[:cut]), T.Compose(steps[cut + 1 :])
+
+
+_WORKER_STAGE: Any = None
+_WORKER_SIZE = 0
+
+
+def _init_decode_worker(stage, size: int) -> None:
+    global _WORKER_STAGE, _WORKER_SIZE
+    _WORKER_STAGE, _WORKER_SIZE = stage, size
+
+
+def _decode_chunk(items: list) -> list[tuple[int, Any, str | None]]:
+    """In a worker process: (position, HxWx3 uint8 array or None, error) per (position, item)."""
+    from PIL import Image
+
+    out = []
+    for pos, item in items:
+        try:
+            img = item
+            if not isinstance(item, Image.Image):
+                img = Image.open(item)
+                img.draft("RGB", (_WORKER_SIZE, _WORKER_SIZE))
+            arr = np.asarray(_WORKER_STAGE(img.convert("RGB")), dtype=np.uint8)
+            out.append((pos, arr, None))
+        except Exception as exc:  # reported per row, like the in-process decoder
+            out.append((pos, None, f"{type(exc).__name__}: {exc}"[:300]))
+    return out
+
+
+class ProcessDecoder:
+    """Decodes and resizes images in worker processes, for hosts whose accelerator outruns one
+    Python process's decoding (threads stop scaling at ~2x: docs/scaling.md). Workers return
+    uint8 pixels after the PIL stage of the model's preprocess; the parent finishes with the
+    tensor stage, so the result equals in-process decoding."""
+
+    def __init__(self, clip: ClipModel, processes: int):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        stages = split_preprocess(clip.preprocess)
+        if stages is None:
+            raise ValueError("this model's preprocess has no to-tensor step to split at")
+        self.clip = clip
+        self.tensor_stage = stages[1]
+        self.processes = processes
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+        def start() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=mp.get_context(method),
+                initializer=_init_decode_worker,
+                initargs=(stages[0], clip.image_size),
+            )
+
+        self._start = start
+        self.pool = start()
+
+    def __call__(self, items: Sequence) -> tuple[list, list[int], dict[int, str]]:
+        import torch
+
+        jobs = list(enumerate(items))
+        step = max(1, -(-len(jobs) // self.processes))
+        chunks = [jobs[lo : lo + step] for lo in range(0, len(jobs), step)]
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            parts = list(self.pool.map(_decode_chunk, chunks))
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): this batch is decoded here, row by row
+            # with per-row errors, and the next batch gets fresh workers.
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = self._start()
+            return self.clip._decode_batch(items)
+        tensors, idx, errors = [], [], {}
+        for part in parts:
+            for pos, arr, err in part:
+                if err is not None:
+                    errors[pos] = err
+                    continue
+                x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255)
+                tensors.append(self.tensor_stage(x))
+                idx.append(pos)
+        return tensors, idx, errors
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 @dataclass
 class ImageEncodeResult:
     """Embeddings for the images that decoded; ``ok[i]`` False means row i is zeros and ``errors[i]`` says why."""
@@ -206,6 +306,8 @@ class ClipModel:
     model: Any
     preprocess: Any
     tokenizer: Any
+    #: Worker pools of :class:`ProcessDecoder`, by process count.
+    decoders: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def model_id(self) -> str:
@@ -226,6 +328,16 @@ class ClipModel:
     @property
     def context_length(self) -> int:
         return int(self.tokenizer.context_length)
+
+    def _process_decoder(self, processes: int) -> ProcessDecoder:
+        # Kept for the life of the model: starting workers costs seconds (imports), which a
+        # per-call pool would pay on every checkpoint chunk.
+        with _CACHE_LOCK:
+            decoder = self.decoders.get(processes)
+            if decoder is None:
+                decoder = self.decoders[processes] = ProcessDecoder(self, processes)
+                atexit.register(decoder.close)
+        return decoder
 
     def _dtype(self):
         return next(self.model.parameters()).dtype
@@ -277,11 +389,13 @@ class ClipModel:
         batch_size: int = 32,
         progress: ProgressFn | None = None,
         decode_workers: int = 1,
+        decode_processes: int = 0,
     ) -> ImageEncodeResult:
         """Encode paths or PIL images; decoding batch k+1 runs in threads while batch k runs the model.
 
         ``decode_workers`` threads share the decoding of a batch: one is enough on a 2-core CPU
-        (the forward pass needs the cores), a GPU host needs many to keep the device fed.
+        (the forward pass needs the cores). ``decode_processes`` > 0 decodes in that many worker
+        processes instead (:class:`ProcessDecoder`), what a GPU host needs to keep the device fed.
         """
         import torch
 
@@ -294,12 +408,15 @@ class ClipModel:
             return ImageEncodeResult(out, ok, errors)
         dtype = self._dtype()
         workers = max(1, decode_workers)
+        processes = self._process_decoder(decode_processes) if decode_processes > 0 else None
         with (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-prefetch") as prefetch,
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip-decode") as pool,
         ):
 
             def decode(lo: int):
+                if processes is not None:
+                    return prefetch.submit(processes, items[lo : lo + batch_size])
                 return prefetch.submit(
                     self._decode_parallel, items[lo : lo + batch_size], pool, workers
                 )
@@ -328,10 +445,15 @@ class ClipModel:
         batch_size: int = 32,
         progress: ProgressFn | None = None,
         decode_workers: int = 1,
+        decode_processes: int = 0,
     ) -> np.ndarray:
         """Strict variant: any image that fails to decode raises."""
         res = self.encode_image_files(
-            items, batch_size=batch_size, progress=progress, decode_workers=decode_workers
+            items,
+            batch_size=batch_size,
+            progress=progress,
+            decode_workers=decode_workers,
+            decode_processes=decode_processes,
         )
         if res.errors:
             i, err = next(iter(res.errors.items()))
