@@ -24,9 +24,6 @@ what the schedule runs. The table goes to the ``refresh`` section of docs/benchm
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
-import json
 import os
 import shlex
 import sys
@@ -55,39 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _read_raw(raw: Path) -> dict[str, list[dict]]:
-    return {
-        str(f.relative_to(raw)): [
-            json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines() if line
-        ]
-        for f in sorted(raw.rglob("*.json.gz"))
-    }
-
-
-def _write_raw(raw: Path, files: dict[str, list[dict]]) -> None:
-    for rel, recs in files.items():
-        data = "\n".join(json.dumps(r) for r in recs).encode() + b"\n"
-        (raw / rel).write_bytes(gzip.compress(data))
-
-
-def _new_image(mirror: Path, name: str, seed: int) -> str:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    img = Image.fromarray((rng.random((64, 64, 3)) * 255).astype("uint8"))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG")
-    fname = f"{name}._AC_SY355_.jpg"
-    (mirror / fname).write_bytes(buf.getvalue())
-    return json.dumps({f"https://m.media-amazon.com/images/I/{fname}": [64, 64]})
-
-
 def change_catalogue(raw: Path, mirror: Path, fraction: float, seed: int = 7) -> dict[str, int]:
     """Edit titles of, remove and add one third each of ``fraction`` x the valid products."""
     import random
 
-    files = _read_raw(raw)
+    from catret_pipeline.sample.edits import add_mirror_image, read_raw, write_raw
+
+    files = read_raw(raw)
     records = [(rel, r) for rel, recs in files.items() for r in recs if isinstance(r, dict)]
     asins = sorted(
         {r["asin"] for _, r in records if isinstance(r.get("asin"), str) and r.get("title")}
@@ -107,9 +78,9 @@ def change_catalogue(raw: Path, mirror: Path, fraction: float, seed: int = 7) ->
     first = next(iter(files))
     for i in range(n_added):
         rec = {**template, "asin": f"BZREFRESH{i:05d}", "title": f"{template['title']} Mk {i}"}
-        rec["imgUrl"] = _new_image(mirror, f"REFRESHimg{i:05d}", seed=1000 + i)
+        rec["imgUrl"] = add_mirror_image(mirror, f"REFRESHimg{i:05d}", seed=1000 + i, size=64)
         files[first].append(rec)
-    _write_raw(raw, files)
+    write_raw(raw, files)
     return {"edited": len(edited), "removed": len(removed), "added": n_added, "total": n}
 
 

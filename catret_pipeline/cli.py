@@ -123,7 +123,7 @@ def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) 
     return {"ops": ops} if ops else {}
 
 
-REFRESH_TAG = "catret/refresh"  # = definitions.REFRESH_TAG, limited to 1 in DAGSTER_YAML
+REFRESH_TAG = settings.REFRESH_TAG  # limited to 1 in DAGSTER_YAML
 PID_TAG = "catret/pid"
 HOST_TAG = "catret/host"
 

@@ -32,7 +32,7 @@ STAGE_MODULES = (
 )
 
 
-REFRESH_TAG = "catret/refresh"
+REFRESH_TAG = settings.REFRESH_TAG
 ENV_PREFIX = "CATRET_"
 
 #: Imported once by the multiprocess executor's forkserver (see ``build_executor``).

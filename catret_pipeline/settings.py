@@ -11,6 +11,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+#: Run tag of every catalogue refresh (schedule, sensor, ``catret materialize``); the CLI's
+#: ``dagster.yaml`` limits runs with it to one at a time.
+REFRESH_TAG = "catret/refresh"
+
 #: Where every asset's Parquet file, index, model artefact and image cache lives.
 ENV_DATA_DIR = "CATRET_DATA_DIR"
 #: Root of an XMarket-layout catalogue (``{market}/{Category}/metadata_*.json.gz``).

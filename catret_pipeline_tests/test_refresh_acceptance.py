@@ -3,20 +3,17 @@ and ends in the same state as a clean build of the new catalogue."""
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from PIL import Image
 
 from catret_pipeline import settings
 from catret_pipeline.definitions import build_definitions
 from catret_pipeline.fusion.assets import FusionModelsConfig
+from catret_pipeline.sample.edits import add_mirror_image, read_raw, write_raw
 from catret_pipeline.search import search
 
 pytestmark = pytest.mark.slow
@@ -75,33 +72,6 @@ def _table(data: Path, name: str) -> pl.DataFrame:
     return pl.read_parquet(data / "assets" / f"{name}.parquet")
 
 
-def _read_raw(raw: Path) -> dict[str, list[dict]]:
-    return {
-        f.relative_to(raw).as_posix(): [
-            json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines() if line
-        ]
-        for f in sorted(raw.rglob("metadata_*.json.gz"))
-    }
-
-
-def _write_raw(raw: Path, files: dict[str, list[dict]]) -> None:
-    for rel, records in files.items():
-        path = raw / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
-        path.write_bytes(gzip.compress(body, mtime=0))
-
-
-def _new_image(mirror: Path, image_id: str, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    name = f"{image_id}._AC_SY355_.jpg"
-    (mirror / name).write_bytes(buf.getvalue())
-    return json.dumps({f"https://m.media-amazon.com/images/I/{name}": [32, 32]})
-
-
 def _change_catalogue(
     raw: Path, mirror: Path, products: pl.DataFrame, test_asins: set[str]
 ) -> dict[str, set[str]]:
@@ -109,7 +79,7 @@ def _change_catalogue(
 
     Two of the removed products and the renamed one are in the test split, so the refresh has to
     change the indexed collections (the in-place HNSW update path) and not only training data."""
-    files = _read_raw(raw)
+    files = read_raw(raw)
     with_image = products.filter(pl.col("image_url").is_not_null()).sort("asin")["asin"].to_list()
     in_test = [a for a in with_image if a in test_asins]
     others = [a for a in with_image if a not in test_asins]
@@ -125,7 +95,7 @@ def _change_catalogue(
     for i in range(3):
         asin = f"BZADDED{i:03d}"
         rec = {**template, "asin": asin, "title": f"{template['title']} Mark {i + 2}"}
-        rec["imgUrl"] = _new_image(mirror, f"ADDEDimg{i}", seed=100 + i)
+        rec["imgUrl"] = add_mirror_image(mirror, f"ADDEDimg{i}", seed=100 + i)
         rec["features"] = [*template.get("features", []), f"Version {i + 2}"]
         files[next(iter(files))].append(rec)
         added.add(asin)
@@ -139,13 +109,13 @@ def _change_catalogue(
                 "categories": NEW_PATH,
                 "features": ["Kink free", f"{15 + 5 * i} metres"],
                 "productDetails": {"Manufacturer": "HoseWorks"},
-                "imgUrl": _new_image(mirror, f"GARDENimg{i}", seed=200 + i),
+                "imgUrl": add_mirror_image(mirror, f"GARDENimg{i}", seed=200 + i),
                 "description": "A garden hose.",
             }
         )
         new_category.add(asin)
     files[NEW_FILE] = garden
-    _write_raw(raw, files)
+    write_raw(raw, files)
     return {"removed": removed, "edited": {edited}, "added": added, "new_category": new_category}
 
 

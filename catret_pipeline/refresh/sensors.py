@@ -15,9 +15,7 @@ from catret_pipeline import settings
 from catret_pipeline.ingest.resources import XMarketSource
 from catret_pipeline.refresh.fingerprint import Cursor, compare, fingerprint_files
 
-#: Must equal ``definitions.REFRESH_TAG`` and the tag limited in the CLI's ``dagster.yaml``
-#: (defined here too because ``definitions`` imports this module while it is being built).
-REFRESH_TAG = "catret/refresh"
+REFRESH_TAG = settings.REFRESH_TAG
 DIGEST_TAG = "catret/raw_digest"
 JOB_NAME = "catret_build"
 

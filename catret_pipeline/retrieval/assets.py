@@ -426,67 +426,24 @@ def _model_index(
 
 
 def _model_index_asset(model: str) -> dg.AssetsDefinition:
-    options = {
-        "key": index_shard_key(model),
-        "group_name": INDEX_SHARD_GROUP,
-        "kinds": {"hnswlib", "parquet"},
-        "description": f"The HNSW indexes of {model} (one per setting) and its rows of "
+    inputs = ZERO_SHOT_INPUTS.get(model, ("fused_representations",))
+
+    @dg.asset(
+        key=index_shard_key(model),
+        group_name=INDEX_SHARD_GROUP,
+        kinds={"hnswlib", "parquet"},
+        description=f"The HNSW indexes of {model} (one per setting) and its rows of "
         "hnsw_indexes; no rows when the model has no vectors.",
-        "required_resource_keys": {"storage"},
-    }
-    if model == "mpnet":
-
-        @dg.asset(**options)
-        def mpnet_index(
-            context: dg.AssetExecutionContext,
-            config: IndexConfig,
-            evaluation_pairs: pl.LazyFrame,
-            title_embeddings: pl.LazyFrame,
-            category_embeddings: pl.LazyFrame,
-        ) -> dg.Output[pl.DataFrame]:
-            return _model_index(
-                model,
-                context,
-                config,
-                evaluation_pairs,
-                title_embeddings=title_embeddings,
-                category_embeddings=category_embeddings,
-            )
-
-        return mpnet_index
-    if model == "clip":
-
-        @dg.asset(**options)
-        def clip_index(
-            context: dg.AssetExecutionContext,
-            config: IndexConfig,
-            evaluation_pairs: pl.LazyFrame,
-            image_embeddings: pl.LazyFrame,
-            category_clip_embeddings: pl.LazyFrame,
-        ) -> dg.Output[pl.DataFrame]:
-            return _model_index(
-                model,
-                context,
-                config,
-                evaluation_pairs,
-                image_embeddings=image_embeddings,
-                category_clip_embeddings=category_clip_embeddings,
-            )
-
-        return clip_index
-
-    @dg.asset(**options)
-    def trained_index(
-        context: dg.AssetExecutionContext,
-        config: IndexConfig,
-        evaluation_pairs: pl.LazyFrame,
-        fused_representations: pl.LazyFrame,
+        required_resource_keys={"storage"},
+        ins={name: dg.AssetIn(key=name) for name in ("evaluation_pairs", *inputs)},
+    )
+    def model_index(
+        context: dg.AssetExecutionContext, config: IndexConfig, **tables: pl.LazyFrame
     ) -> dg.Output[pl.DataFrame]:
-        return _model_index(
-            model, context, config, evaluation_pairs, fused_representations=fused_representations
-        )
+        pairs = tables.pop("evaluation_pairs")
+        return _model_index(model, context, config, pairs, **tables)
 
-    return trained_index
+    return model_index
 
 
 def _per_model_settings(context: dg.AssetExecutionContext, keys: list[dg.AssetKey]) -> dict:
