@@ -55,9 +55,10 @@ def build_resources(data_dir: str | None = None, raw_root: str | None = None) ->
     from catret_pipeline.ingest.resources import XMarketSource
 
     data_dir = data_dir or settings.default_data_dir()
+    table_store = settings.default_table_store()
     return {
-        "io_manager": ParquetIOManager(data_dir=data_dir),
-        "storage": CatretStorage(data_dir=data_dir),
+        "io_manager": ParquetIOManager(data_dir=data_dir, table_store=table_store),
+        "storage": CatretStorage(data_dir=data_dir, table_store=table_store),
         "xmarket": XMarketSource(root=raw_root or settings.default_raw_root()),
         "image_fetcher": ImageFetcher(mirror_dir=settings.default_image_mirror()),
         "clip": OpenClipEncoder(**settings.clip_defaults()),

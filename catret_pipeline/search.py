@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from catret_pipeline import settings
 from catret_pipeline.storage.atomic import atomic_write_bytes
-from catret_pipeline.storage.io_manager import asset_file
+from catret_pipeline.storage.tables import TablePath, read_tables, table_file, table_root
 
 BM25_MODEL = "bm25"
 SETTINGS = ("all", "general", "specific")
@@ -71,8 +72,17 @@ class SearchResults:
 # ---- reading the materialised tables ------------------------------------------------------------
 
 
-def _asset(root: Path, name: str) -> Path:
-    return asset_file(root, [name])
+def _tables(root: Path) -> TablePath:
+    # Tables follow CATRET_TABLE_STORE like the pipeline; binaries stay under the data dir.
+    return table_root(root, settings.default_table_store())
+
+
+def _asset(root: Path, name: str) -> TablePath:
+    return table_file(_tables(root), [name])
+
+
+def _scan(path: TablePath) -> pl.LazyFrame:
+    return read_tables([path], lazy=True)
 
 
 def _read(root: Path, name: str, what: str) -> pl.DataFrame:
@@ -80,7 +90,7 @@ def _read(root: Path, name: str, what: str) -> pl.DataFrame:
     if not path.exists():
         raise SearchError(f"{what} needs the {name} table, missing at {path}: {MATERIALIZE_HINT}")
     try:
-        return pl.read_parquet(path)
+        return read_tables([path])
     except Exception as exc:
         raise SearchError(f"cannot read {path}: {exc}; re-run `catret materialize`") from exc
 
@@ -101,7 +111,7 @@ def available_models(data_dir: str | os.PathLike) -> dict[str, list[str]]:
     pairs_path = _asset(root, "evaluation_pairs")
     if pairs_path.exists():
         settings = (
-            pl.scan_parquet(pairs_path)
+            _scan(pairs_path)
             .filter(pl.col("split") == "test")
             .select(pl.col("setting").unique())
             .collect()["setting"]
@@ -111,7 +121,7 @@ def available_models(data_dir: str | os.PathLike) -> dict[str, list[str]]:
             out[BM25_MODEL] = sorted(settings)
     idx_path = _asset(root, "hnsw_indexes")
     if idx_path.exists():
-        built = pl.read_parquet(idx_path).filter(pl.col("index_path").is_not_null())
+        built = read_tables([idx_path]).filter(pl.col("index_path").is_not_null())
         for m, s in built.select("model", "setting").sort("model", "setting").iter_rows():
             out.setdefault(m, []).append(s)
     return out
@@ -243,7 +253,7 @@ def _query_vector(
     if not fused_path.exists():
         raise SearchError(f"{model} needs fused_representations: {MATERIALIZE_HINT}")
     rows = (
-        pl.scan_parquet(fused_path)
+        _scan(fused_path)
         .filter(
             (pl.col("model") == model)
             & (pl.col("setting") == setting)
@@ -262,7 +272,7 @@ def _encode_trained(root: Path, model: str, setting: str, name: str) -> np.ndarr
     from catret_pipeline.fusion import inference
     from catret_pipeline.storage.resources import CatretStorage
 
-    storage = CatretStorage(data_dir=str(root))
+    storage = CatretStorage(data_dir=str(root), table_store=settings.default_table_store())
     try:
         loaded = inference.load_fusion_model(storage, model, setting)
     except FileNotFoundError as exc:
@@ -355,7 +365,7 @@ def _attach(root: Path, asins: list[str], scores: np.ndarray) -> tuple[list[Hit]
     products_path = _asset(root, "products")
     if products_path.exists():
         products = (
-            pl.scan_parquet(products_path)
+            _scan(products_path)
             .filter(pl.col("asin").is_in(asins))
             .select("asin", "title", "category_path")
             .collect()
@@ -371,7 +381,7 @@ def _attach(root: Path, asins: list[str], scores: np.ndarray) -> tuple[list[Hit]
     images_path = _asset(root, "product_images")
     if images_path.exists():
         images = (
-            pl.scan_parquet(images_path)
+            _scan(images_path)
             .filter((pl.col("status") == "ok") & pl.col("cache_path").is_not_null())
             .filter(pl.col("asin").is_in(asins))
             .select("asin", "cache_path")
@@ -417,8 +427,8 @@ def search(
     if setting not in SETTINGS:
         raise SearchError(f"unknown setting {setting!r}; expected one of {', '.join(SETTINGS)}")
     root = Path(data_dir).resolve()
-    if not (root / "assets").is_dir():
-        raise SearchError(f"no materialised assets under {root}: {MATERIALIZE_HINT}")
+    if not _tables(root).is_dir():
+        raise SearchError(f"no materialised assets under {_tables(root)}: {MATERIALIZE_HINT}")
     if model == BM25_MODEL:
         asins, scores = _bm25(root, setting, name, k)
         source, notes = "bm25", []

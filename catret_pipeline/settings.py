@@ -1,6 +1,6 @@
 """Process-wide defaults, overridable by environment variables (the CLI sets them from flags).
 
-Everything else is configured through Dagster resources and ``Config`` classes; these three are
+Everything else is configured through Dagster resources and ``Config`` classes; these are
 environment-level because the webserver, the daemon and the CLI must agree on them.
 """
 
@@ -25,6 +25,16 @@ ENV_IMAGE_MIRROR = "CATRET_IMAGE_MIRROR"
 
 def default_data_dir() -> str:
     return os.environ.get(ENV_DATA_DIR) or str(REPO_ROOT / "data")
+
+
+#: Where the table assets (Parquet) live: unset / "" = ``$CATRET_DATA_DIR/assets``; else a URL
+#: (``file:///abs/dir``, ``s3://bucket/prefix``, ``gs://...``, ``memory://...``) read and written
+#: through universal_pathlib / fsspec. Binary artefacts stay under the data dir.
+ENV_TABLE_STORE = "CATRET_TABLE_STORE"
+
+
+def default_table_store() -> str:
+    return os.environ.get(ENV_TABLE_STORE, "").strip()
 
 
 def sample_root() -> Path:

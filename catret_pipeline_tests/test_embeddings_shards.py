@@ -358,7 +358,7 @@ TARGETS = ["title_clip_embeddings", "retrieval_runs"]
 #: Scores may differ this much: fused vectors differ by ~2e-5 between the builds.
 SCORE_ATOL = 1e-4
 # Few epochs: the point is that the same inputs give the same heads, not a good model.
-RUN_CONFIG = {"ops": {"fusion_models": {"config": {"epochs": 3}}}}
+RUN_CONFIG = {"ops": {"fusion_models": {"config": {"epochs": 3, "min_steps": 0}}}}
 
 
 def _selection(defs: dg.Definitions) -> list[dg.AssetKey]:

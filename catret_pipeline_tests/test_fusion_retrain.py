@@ -148,6 +148,7 @@ def _run(data_dir, **config) -> pl.DataFrame:
         models=MODELS,
         settings=SETTINGS,
         epochs=2,
+        min_steps=0,
         proj_dim=8,
         hidden_dims=[16],
         workers=1,

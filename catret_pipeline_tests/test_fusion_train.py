@@ -62,7 +62,7 @@ def _synthetic(seed: int = 0):
     )
 
 
-CONFIG = FusionTrainConfig(proj_dim=16, hidden_dims=(64, 64), epochs=30, device="cpu")
+CONFIG = FusionTrainConfig(min_steps=0, proj_dim=16, hidden_dims=(64, 64), epochs=30, device="cpu")
 
 
 def _heads(result, name: str = "clip-ita", train: PairData | None = None) -> FusionHeads:
@@ -125,7 +125,7 @@ def test_untrained_heads_are_near_chance():
 
 def test_deterministic_for_a_seed():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=3, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, proj_dim=8, hidden_dims=(16, 16), epochs=3, device="cpu")
     spec = MODEL_SPECS["clip-ita-masked"]
     torch.manual_seed(123)  # the caller's RNG state must not matter
     a = train_heads(data["train"], data["val"], spec, cfg, 16)
@@ -139,7 +139,7 @@ def test_deterministic_for_a_seed():
 
 def test_caller_rng_untouched():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=1, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, proj_dim=8, hidden_dims=(16, 16), epochs=1, device="cpu")
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
@@ -152,7 +152,11 @@ def test_time_budget_and_early_stopping_and_no_val():
     base = dict(proj_dim=8, hidden_dims=(16, 16), epochs=5, device="cpu")
     spec = MODEL_SPECS["clip-i"]
     r = train_heads(
-        data["train"], data["val"], spec, FusionTrainConfig(**base, max_train_seconds=0.0), 16
+        data["train"],
+        data["val"],
+        spec,
+        FusionTrainConfig(min_steps=0, **base, max_train_seconds=0.0),
+        16,
     )
     assert r.epochs_run == 1 and r.stopped == "time_budget"
     # lr 0 never improves on epoch 1, so patience 2 stops after epoch 3.
@@ -160,18 +164,20 @@ def test_time_budget_and_early_stopping_and_no_val():
         data["train"],
         data["val"],
         spec,
-        FusionTrainConfig(**base, lr=0.0, weight_decay=0.0, dropout=0.0, early_stopping_patience=2),
+        FusionTrainConfig(
+            min_steps=0, **base, lr=0.0, weight_decay=0.0, dropout=0.0, early_stopping_patience=2
+        ),
         16,
     )
     assert r.stopped == "early_stopping" and r.epochs_run == 3 and r.best_epoch == 1
-    r = train_heads(data["train"], None, spec, FusionTrainConfig(**base), 16)
+    r = train_heads(data["train"], None, spec, FusionTrainConfig(min_steps=0, **base), 16)
     assert r.val_loss_initial is None and r.history[-1]["val_loss"] is None
     assert r.best_epoch == r.weights_epoch == 5
 
 
 def test_rejects_degenerate_input():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(epochs=1, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, epochs=1, device="cpu")
     tiny = PairData(
         asins=["a"],
         products=data["train"].products[:1],
@@ -185,7 +191,7 @@ def test_rejects_degenerate_input():
 
 
 def test_config_round_trip():
-    cfg = FusionTrainConfig(hidden_dims=(32, 16), batch_sizes={"general": 4})
+    cfg = FusionTrainConfig(min_steps=0, hidden_dims=(32, 16), batch_sizes={"general": 4})
     back = FusionTrainConfig.from_dict(cfg.to_dict())
     assert back == cfg
     assert back.batch_size_for("general") == 4 and back.batch_size_for("all") == 128
@@ -201,7 +207,7 @@ def _with_relatives(data: PairData) -> PairData:
 
 def test_tree_model_without_relatives_shares_the_masked_run():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
     tr, va = data["train"], data["val"]
     masked, tree = MODEL_SPECS["clip-ita-masked"], MODEL_SPECS["clip-ita-tree"]
     # Every category is a depth-2 leaf: no ancestor/descendant pair, identity targets.
@@ -224,7 +230,7 @@ def test_tree_model_without_relatives_shares_the_masked_run():
 
 def test_one_pass_validation_loss_equals_per_batch_passes():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=1, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, proj_dim=8, hidden_dims=(16, 16), epochs=1, device="cpu")
     spec = MODEL_SPECS["clip-ita-tree"]
     val = _with_relatives(data["val"])
     torch.manual_seed(0)
@@ -258,7 +264,7 @@ def _job(spec, train, val, cfg, batch_size=16) -> TrainingJob:
 
 def test_run_jobs_in_worker_processes_matches_in_process_and_shares_equal_runs():
     _, data, _, _ = _synthetic()
-    cfg = FusionTrainConfig(proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
+    cfg = FusionTrainConfig(min_steps=0, proj_dim=8, hidden_dims=(16, 16), epochs=2, device="cpu")
     jobs = [
         _job(MODEL_SPECS[m], data["train"], data["val"], cfg)
         for m in ("clip-i", "clip-ita-masked", "clip-ita-tree")

@@ -39,6 +39,7 @@ def _run_config() -> dg.RunConfig:
             "fusion_models": FusionModelsConfig(
                 models=["clip-ita"],
                 epochs=2,
+                min_steps=0,
                 proj_dim=32,
                 hidden_dims=[64],
                 workers=1,

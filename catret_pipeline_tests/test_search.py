@@ -58,7 +58,7 @@ def project(tmp_path_factory):
             run_config=dg.RunConfig(
                 ops={
                     "fusion_models": FusionModelsConfig(
-                        models=[TRAINED], epochs=2, proj_dim=32, hidden_dims=[64]
+                        models=[TRAINED], epochs=2, min_steps=0, proj_dim=32, hidden_dims=[64]
                     )
                 }
             ),
@@ -260,3 +260,31 @@ def test_sheet_placeholders_and_empty(tmp_path):
         im.load()
     text = format_results(empty, "q", "bm25", "all")
     assert "no results" in text and "note: no title shares" in text
+
+
+def test_search_reads_tables_from_a_remote_table_store(project, monkeypatch, tmp_path):
+    """With CATRET_TABLE_STORE set, search reads the tables there (fsspec memory://) while
+    indexes and models stay under the data dir: same hits as the local layout."""
+    import fsspec
+
+    data, pairs = project
+    name = _known(pairs, "specific")
+    local = {m: search(data, name, m, "specific", 5) for m in ("bm25", TRAINED)}
+    fs = fsspec.filesystem("memory")
+    store = "memory://catret-search-test/tables"
+    # Only the binaries, no local assets/ folder: every table must come from the store.
+    moved = tmp_path / "data"
+    shutil.copytree(data, moved, ignore=shutil.ignore_patterns("assets"))
+    try:
+        for f in (data / "assets").glob("*.parquet"):
+            fs.pipe_file(f"{store}/{f.name}", f.read_bytes())
+        monkeypatch.setenv(settings.ENV_TABLE_STORE, store)
+        for m, want in local.items():
+            got = search(moved, name, m, "specific", 5)
+            assert [(h.asin, h.title) for h in got] == [(h.asin, h.title) for h in want], m
+            assert [h.score for h in got] == pytest.approx([h.score for h in want]), m
+        monkeypatch.setenv(settings.ENV_TABLE_STORE, "memory://catret-search-test/empty")
+        with pytest.raises(SearchError, match="no materialised assets"):
+            search(moved, name, TRAINED, "specific", 5)
+    finally:
+        fs.rm("/catret-search-test", recursive=True)

@@ -418,11 +418,11 @@ def _embed_products(
         def shared(wanted: pl.DataFrame) -> pl.DataFrame | None:
             # The merged table holds every shard's last rows, so a new shard count (or a shard
             # whose own table is older than the merge) re-encodes nothing that is unchanged.
-            path = storage.asset_path(spec.name)
-            if not path.exists():
-                return None
             try:
-                rows = pl.scan_parquet(path).join(wanted.lazy(), on="asin", how="semi")
+                merged = storage.scan_asset(spec.name)  # local scan or a remote table store
+                if merged is None:
+                    return None
+                rows = merged.join(wanted.lazy(), on="asin", how="semi")
                 return rows.collect(engine="streaming")  # never the whole table in memory
             except Exception as exc:
                 context.log.warning(f"{label}: merged table unreadable, not reusing it: {exc}")

@@ -35,6 +35,7 @@ FUSION_MODELS_SCHEMA = {
     "val_loss_initial": pl.Float64,
     "val_loss_first": pl.Float64,
     "val_loss_best": pl.Float64,
+    "val_rprec_best": pl.Float64,
     "n_train": pl.Int64,
     "n_val": pl.Int64,
     "n_dropped_empty": pl.Int64,
@@ -62,6 +63,21 @@ class FusionModelsConfig(dg.Config):
     lr: float = Field(1e-4, description="AdamW learning rate (paper: open; docs/models.md).")
     weight_decay: float = Field(0.01, description="AdamW weight decay.")
     epochs: int = Field(30, description="Epochs (paper: 30).")
+    min_steps: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "Extend training beyond `epochs` until this many optimiser steps have run, stopping "
+            "early on validation loss (docs/models.md); 0: exactly `epochs`."
+        ),
+    )
+    extra_patience: int | None = Field(
+        25,
+        description=(
+            "Epochs without a lower validation loss that end the extension beyond `epochs` "
+            "(None: run it to the end)."
+        ),
+    )
     batch_size_general: int = Field(8, description="Batch size, most-general setting (paper: 8).")
     batch_size_all: int = Field(128, description="Batch size, all-categories setting (paper: 128).")
     batch_size_specific: int = Field(
@@ -70,7 +86,22 @@ class FusionModelsConfig(dg.Config):
     tau: float = Field(1.0, description="InfoNCE temperature (paper: 1).")
     lam: float = Field(0.5, description="Weight of the product->category direction (paper: 0.5).")
     seed: int = Field(0, description="Seed for head init, dropout and batch order.")
-    keep_best: bool = Field(True, description="Keep the epoch with the lowest validation loss.")
+    keep_best: bool = Field(True, description="Keep the best validation epoch's weights.")
+    select_by: str = Field(
+        "loss",
+        description=(
+            "Best epoch by validation R-precision ('rprec', ties by loss) or by validation "
+            "loss ('loss'); also what the patience counts (docs/models.md)."
+        ),
+    )
+    bf16_autocast_min_batch: int | None = Field(
+        None,
+        description=(
+            "Train under bf16 autocast when the batch holds at least this many pairs "
+            "(None: never). Faster on CPU at batch 128, slower at 8, and less reproducible "
+            "between equivalent builds (docs/models.md)."
+        ),
+    )
     early_stopping_patience: int | None = Field(
         None, description="Stop after this many epochs without a better val loss (None: never)."
     )
@@ -135,6 +166,8 @@ class FusionModelsConfig(dg.Config):
             lr=self.lr,
             weight_decay=self.weight_decay,
             epochs=self.epochs,
+            min_steps=self.min_steps,
+            extra_patience=self.extra_patience,
             batch_sizes={
                 "general": self.batch_size_general,
                 "all": self.batch_size_all,
@@ -144,6 +177,8 @@ class FusionModelsConfig(dg.Config):
             lam=self.lam,
             seed=self.seed,
             keep_best=self.keep_best,
+            select_by=self.select_by,
+            bf16_autocast_min_batch=self.bf16_autocast_min_batch,
             early_stopping_patience=self.early_stopping_patience,
             max_train_seconds=self.max_train_seconds,
             normalize_inputs=self.normalize_inputs,
@@ -163,8 +198,8 @@ def _fmt(x: float | None) -> str:
 
 def _summary_md(df: pl.DataFrame) -> str:
     lines = [
-        "| model | setting | status | data change | epochs | best | train first→last | val initial→best | n_train | n_val | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | setting | status | data change | epochs | best | train first→last | val initial→best | val R-prec | n_train | n_val | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in df.iter_rows(named=True):
         change = r["data_change_fraction"]
@@ -174,6 +209,7 @@ def _summary_md(df: pl.DataFrame) -> str:
             f"| {r['epochs_run']} | {r['best_epoch']} "
             f"| {_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])} "
             f"| {_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])} "
+            f"| {_fmt(r['val_rprec_best'])} "
             f"| {r['n_train']} | {r['n_val']} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
@@ -251,7 +287,7 @@ def fusion_models(
             f"fusion: {job.spec.name}/{job.setting} trained"
             f"{' (same run as ' + shared_with + ')' if shared_with else ''}: "
             f"train {_fmt(row['train_loss_first'])}→{_fmt(row['train_loss_last'])}, "
-            f"val best {_fmt(row['val_loss_best'])} "
+            f"val best {_fmt(row['val_loss_best'])}, val R-prec {_fmt(row['val_rprec_best'])} "
             f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {result.seconds:.1f}s"
         )
 
@@ -288,7 +324,7 @@ def fusion_models(
     }
     # Flat floats, one per (model, setting), so the UI charts them across materialisations.
     for r in df.iter_rows(named=True):
-        for col in ("train_loss_last", "val_loss_best", "data_change_fraction"):
+        for col in ("train_loss_last", "val_loss_best", "val_rprec_best", "data_change_fraction"):
             if r[col] is not None:
                 metadata[f"{r['model']}.{r['setting']}.{col}"] = dg.MetadataValue.float(
                     float(r[col])

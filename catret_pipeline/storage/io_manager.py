@@ -1,13 +1,13 @@
-"""Parquet IO manager: every table asset is ``<data_dir>/assets/<asset key>.parquet`` (zstd).
+"""Parquet IO manager: every table asset is ``<data_dir>/assets/<asset key>.parquet`` (zstd),
+or ``<table_store>/<asset key>.parquet`` when ``table_store`` is a URL (see
+:mod:`catret_pipeline.storage.tables`).
 
-Writes are atomic (see :mod:`catret_pipeline.storage.atomic`); loads are lazy when the
-downstream parameter is annotated ``pl.LazyFrame``. Row count, column schema and a preview are
+Writes are atomic (a temp file + rename locally, one whole-object upload remotely); loads are
+lazy when the downstream parameter is annotated ``pl.LazyFrame``. Row count, column schema and a preview are
 attached to every materialisation so the UI shows them without opening the file.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import polars as pl
 from dagster import (
@@ -18,22 +18,24 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
+from pydantic import Field
 
 from catret_pipeline.markdown import markdown_table
-from catret_pipeline.storage.atomic import atomic_write_parquet
+from catret_pipeline.storage.tables import (
+    TABLE_STORE_HELP,
+    TablePath,
+    asset_file,
+    missing_message,
+    missing_tables,
+    read_tables,
+    table_file,
+    table_root,
+    write_table,
+)
+
+__all__ = ["ParquetIOManager", "asset_file", "preview_markdown", "table_metadata", "table_schema"]
 
 PREVIEW_ROWS = 5
-
-
-def asset_file(
-    data_dir: str | Path, asset_key_path: list[str], partition_key: str | None = None
-) -> Path:
-    base = Path(data_dir) / "assets" / Path(*asset_key_path)
-    if partition_key is None:
-        return base.with_suffix(".parquet")
-    # Partition keys may hold '|' (multi-partitions) or '/', neither wanted in a file name.
-    safe = partition_key.replace("/", "_").replace("|", "__")
-    return base / f"{safe}.parquet"
 
 
 def table_schema(df: pl.DataFrame) -> TableSchema:
@@ -48,7 +50,7 @@ def preview_markdown(df: pl.DataFrame, rows: int = PREVIEW_ROWS, max_chars: int 
     return markdown_table(df.columns, [[clip(v) for v in row] for row in df.head(rows).iter_rows()])
 
 
-def table_metadata(df: pl.DataFrame, path: Path | None = None) -> dict:
+def table_metadata(df: pl.DataFrame, path: TablePath | None = None) -> dict:
     meta = {
         "dagster/row_count": MetadataValue.int(df.height),
         "dagster/column_schema": table_schema(df),
@@ -60,38 +62,37 @@ def table_metadata(df: pl.DataFrame, path: Path | None = None) -> dict:
 
 
 class ParquetIOManager(ConfigurableIOManager):
-    """Stores polars DataFrames as Parquet under ``data_dir``; ``None`` outputs store nothing."""
+    """Stores polars DataFrames as Parquet under ``data_dir`` (or ``table_store``); ``None``
+    outputs store nothing."""
 
     data_dir: str
+    table_store: str = Field(default="", description=TABLE_STORE_HELP)
 
-    def _path(self, context: OutputContext | InputContext) -> Path:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        return asset_file(self.data_dir, list(context.asset_key.path), partition)
+    def _file(self, asset_key_path: list[str], partition: str | None = None) -> TablePath:
+        return table_file(table_root(self.data_dir, self.table_store), asset_key_path, partition)
 
     def handle_output(self, context: OutputContext, obj: pl.DataFrame | None) -> None:
         if obj is None:
             return
         if isinstance(obj, pl.LazyFrame):
             obj = obj.collect()
-        path = self._path(context)
-        atomic_write_parquet(obj, path)
+        if not isinstance(obj, pl.DataFrame):
+            raise TypeError(
+                f"Asset {context.asset_key.to_user_string()} returned {type(obj).__name__}; "
+                "the Parquet IO manager stores polars DataFrames (or None)"
+            )
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = self._file(list(context.asset_key.path), partition)
+        write_table(obj, path)
         context.add_output_metadata(table_metadata(obj, path))
 
     def load_input(self, context: InputContext) -> pl.DataFrame | pl.LazyFrame:
         key_path = list(context.asset_key.path)
         if context.has_asset_partitions:
-            paths = [
-                asset_file(self.data_dir, key_path, key) for key in context.asset_partition_keys
-            ]
+            paths = [self._file(key_path, key) for key in context.asset_partition_keys]
         else:
-            paths = [asset_file(self.data_dir, key_path)]
-        missing = [p for p in paths if not p.exists()]
+            paths = [self._file(key_path)]
+        missing = missing_tables(paths)
         if missing:
-            raise FileNotFoundError(
-                f"Asset {context.asset_key.to_user_string()} has no materialisation at {missing[0]}; "
-                "materialise it first (e.g. `catret materialize`)."
-            )
-        lazy = pl.scan_parquet([str(p) for p in paths])
-        if context.dagster_type.typing_type is pl.LazyFrame:
-            return lazy
-        return lazy.collect()
+            raise FileNotFoundError(missing_message(context.asset_key.to_user_string(), missing[0]))
+        return read_tables(paths, lazy=context.dagster_type.typing_type is pl.LazyFrame)

@@ -6,9 +6,17 @@ from pathlib import Path
 
 import polars as pl
 from dagster import ConfigurableResource
+from pydantic import Field
 
 from catret_pipeline.storage.atomic import atomic_write_parquet
-from catret_pipeline.storage.io_manager import asset_file
+from catret_pipeline.storage.tables import (
+    TABLE_STORE_HELP,
+    TablePath,
+    read_tables,
+    table_file,
+    table_root,
+)
+from catret_pipeline.storage.tables import read_previous as read_previous_table
 
 
 class CatretStorage(ConfigurableResource):
@@ -17,10 +25,12 @@ class CatretStorage(ConfigurableResource):
     Layout (see docs/architecture.md): ``assets/`` Parquet per asset (the IO manager's),
     ``indexes/`` HNSW binaries, ``models/`` trained heads, ``image_cache/`` content-addressed
     images, ``reports/`` Markdown + PNG, ``checkpoints/`` resumable part files,
-    ``catret.duckdb`` the SQL catalogue.
+    ``catret.duckdb`` the SQL catalogue. With ``table_store`` set the table assets live at that
+    URL instead of ``assets/``; everything else stays under ``data_dir``.
     """
 
     data_dir: str
+    table_store: str = Field(default="", description=TABLE_STORE_HELP)
 
     @property
     def root(self) -> Path:
@@ -33,13 +43,24 @@ class CatretStorage(ConfigurableResource):
             raise ValueError(f"path {p} escapes the data directory {self.root}")
         return p
 
-    def asset_path(self, *asset_key: str) -> Path:
-        return asset_file(self.root, list(asset_key))
+    @property
+    def tables_root(self) -> TablePath:
+        """Folder of the table assets: a local ``Path``, or a ``UPath`` for a remote store."""
+        return table_root(self.root, self.table_store)
+
+    def asset_path(self, *asset_key: str) -> TablePath:
+        return table_file(self.tables_root, asset_key)
 
     def read_previous(self, *asset_key: str) -> pl.DataFrame | None:
         """The last good materialisation of an asset, for incremental reuse (None if absent)."""
-        p = self.asset_path(*asset_key)
-        return pl.read_parquet(p) if p.exists() else None
+        return read_previous_table(self.tables_root, asset_key)
+
+    def scan_asset(self, *asset_key: str) -> pl.LazyFrame | None:
+        """An unpartitioned asset as a LazyFrame (a lazy scan locally, read whole from a remote
+        store), or None if it was never materialised."""
+        path = self.asset_path(*asset_key)
+        return read_tables([path], lazy=True) if path.exists() else None
 
     def write_table(self, df: pl.DataFrame, *parts: str) -> Path:
+        """A Parquet artefact under the local data dir (checkpoints), not a table asset."""
         return atomic_write_parquet(df, self.path(*parts))
