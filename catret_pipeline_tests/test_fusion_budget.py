@@ -4,6 +4,7 @@ On a catalogue far smaller than XMarket, 30 epochs are a few hundred optimiser s
 heads train on to ``min_steps`` and the extension stops once validation stops improving.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -154,3 +155,23 @@ def test_bf16_autocast_applies_from_its_batch_threshold():
     assert all(on[k].dtype == torch.float32 for k in on)
     drift = max(float((off[k] - on[k]).abs().max()) for k in off)
     assert drift < 1e-2
+
+
+def test_worker_pool_orders_jobs_by_their_extended_length():
+    """Runs extended by ``min_steps`` are now the long ones: a batch-128 head on 777 pairs runs
+    1000 steps, longer than 30 epochs at batch 8; the pool must start it first."""
+    from catret_pipeline.fusion.train import TrainingJob, _estimated_cost
+
+    _, data, _, _ = _synthetic()
+
+    def job(n, batch, min_steps):
+        pairs = dataclasses.replace(data["train"], asins=[f"p{i}" for i in range(n)])
+        cfg = FusionTrainConfig(min_steps=min_steps)
+        return TrainingJob(
+            MODEL_SPECS["clip-ita"], "s", pairs, data["val"], batch, cfg, "", "", {}, {}
+        )
+
+    extended, general = job(777, 128, 1000), job(777, 8, 1000)
+    assert _estimated_cost(extended) > _estimated_cost(general)
+    # Without the extension the batch-128 run is the short one.
+    assert _estimated_cost(job(777, 128, 0)) < _estimated_cost(general)

@@ -319,6 +319,14 @@ def _selection_score(config: FusionTrainConfig, val_loss: float, val_rprec: floa
     return (val_loss,)
 
 
+def _estimated_cost(job: TrainingJob) -> float:
+    """Relative run time, for ordering only: steps x (batch + 40). A CPU step cost ~4.3 ms at
+    batch 8 and ~14.6 ms at batch 128 with the default heads, i.e. about proportional to
+    batch + 40."""
+    n, batch = len(job.train), job.batch_size
+    return epochs_to_run(n, batch, job.config) * steps_per_epoch(n, batch) * (batch + 40)
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Optimiser steps in one epoch (a trailing batch of one pair is skipped)."""
     full, rest = divmod(n_train, batch_size)
@@ -885,11 +893,8 @@ def run_jobs(
         followers.setdefault(lead, [])
         if lead != i:
             followers[lead].append(i)
-    # Longest runs first (most optimiser steps), so the pool's tail is short.
-    order = sorted(
-        leaders.values(),
-        key=lambda i: -(len(jobs[i].train) // jobs[i].batch_size + 1) * jobs[i].config.epochs,
-    )
+    # Longest runs first, so the pool's tail is short.
+    order = sorted(leaders.values(), key=lambda i: -_estimated_cost(jobs[i]))
     out: dict[int, tuple[TrainResult, str | None]] = {}
 
     def done(lead: int, result: TrainResult) -> None:
