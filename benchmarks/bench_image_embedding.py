@@ -113,16 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_jpegs(directory: Path, n: int, size: int, quality: int, seed: int = 0) -> list[Path]:
     """Photo-like JPEGs: smooth colour fields plus sensor-like noise, so file sizes and decode
     cost resemble product photos rather than flat colour (too cheap) or white noise (too dear)."""
-    from PIL import Image
+    from catret_pipeline.encoders.onnx_image import iter_synthetic_images
 
-    rng = np.random.default_rng(seed)
     paths = []
-    for i in range(n):
-        coarse = rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
-        base = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
-        noisy = base.astype(np.float32) + rng.normal(0.0, 6.0, size=base.shape)
+    for i, image in enumerate(iter_synthetic_images(n, size, seed)):
         path = directory / f"img_{i:05d}.jpg"
-        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=quality)
+        image.save(path, quality=quality)
         paths.append(path)
     return paths
 
@@ -261,124 +257,34 @@ def onnx_missing() -> str | None:
     return f"not installed: {', '.join(missing)}" if missing else None
 
 
-def gemm_weights_to_matmul(model) -> int:
-    """Rewrite ``Gemm(x, W) [+ C]`` with a constant W as ``MatMul(x, W') [+ Add C]`` in place.
-
-    The exporter emits the attention output projection as Gemm (nn.MultiheadAttention reshapes to
-    2-D first) and dynamic quantisation has no integer Gemm, so without this a twelfth of the
-    tower's weight FLOPs would stay fp32. Returns the number of nodes rewritten."""
-    import numpy as np
-    from onnx import helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes, done = [], 0
-    for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        has_c = len(node.input) > 2 and bool(node.input[2]) and attrs.get("beta", 1.0) != 0
-        if (
-            node.op_type != "Gemm"
-            or node.input[1] not in inits
-            or attrs.get("transA", 0)
-            or attrs.get("alpha", 1.0) != 1.0
-            or (has_c and attrs.get("beta", 1.0) != 1.0)
-        ):
-            nodes.append(node)
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        w_name = f"{node.input[1]}__matmul"
-        model.graph.initializer.append(
-            numpy_helper.from_array(
-                np.ascontiguousarray(w.T if attrs.get("transB", 0) else w), w_name
-            )
-        )
-        out = f"{node.output[0]}__matmul" if has_c else node.output[0]
-        nodes.append(
-            helper.make_node("MatMul", [node.input[0], w_name], [out], name=f"{node.name}_mm")
-        )
-        if has_c:
-            nodes.append(
-                helper.make_node(
-                    "Add", [out, node.input[2]], [node.output[0]], name=f"{node.name}_add"
-                )
-            )
-        done += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {i for n in model.graph.node for i in n.input}
-    kept = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    return done
-
-
 def export_onnx(clip, directory: Path) -> tuple[Path, dict[str, Path], int]:
     """(fp32 ONNX file, {"per-tensor": int8 file, "per-channel": int8 file}, number of weight
     MatMuls quantised) of the image tower."""
-    import contextlib
-    import io
-
     import onnx
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    class Tower(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
+    from catret_pipeline.encoders.onnx_image import (
+        export_image_tower,
+        quantize_weight_matmuls,
+        weight_matmuls,
+    )
 
-        def forward(self, pixels):
-            return self.model.encode_image(pixels)
-
-    s = clip.image_size
-    example = torch.zeros(2, 3, s, s)
-    # The exporter narrates every step on stdout; kept for the error message if it fails.
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log):
-            program = torch.onnx.export(
-                Tower(clip.model).eval(),
-                (example,),
-                input_names=["pixels"],
-                output_names=["features"],
-                dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=4096)}},
-                dynamo=True,
-            )
-    except Exception:
-        print(log.getvalue(), file=sys.stderr)
-        raise
-    model = program.model_proto
-    gemm_weights_to_matmul(model)
+    # Gemm with constant weights already rewritten as MatMul (what the `clip` resource's
+    # int8-onnx precision runs, with the same helpers).
+    model = export_image_tower(clip.model, clip.image_size)
     fp32_path = directory / "vit_fp32.onnx"
     onnx.save(model, fp32_path)
-    inits = {i.name for i in model.graph.initializer}
-    # Only weight products: quantising QK^T and attention x V (both activations) costs accuracy
-    # for little time at 50 tokens, and dynamic mode would otherwise pick some of them.
-    weight_matmuls = [
-        n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits
-    ]
+    nodes = weight_matmuls(model)
     int8 = {}
     for name, per_channel in (("per-tensor", False), ("per-channel", True)):
         int8[name] = directory / f"vit_int8_{name}.onnx"
-        quantize_dynamic(
-            fp32_path,
-            int8[name],
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=weight_matmuls,
-        )
-    return fp32_path, int8, len(weight_matmuls)
+        quantize_weight_matmuls(fp32_path, int8[name], nodes, per_channel=per_channel)
+    return fp32_path, int8, len(nodes)
 
 
 def onnx_session(path: Path, threads: int, spin: bool):
-    import onnxruntime as ort
+    from catret_pipeline.encoders.onnx_image import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return make_session(path, threads, spin)
 
 
 def onnx_matmul_int8(n: int, threads: int, spin: bool, min_seconds: float = 0.5):

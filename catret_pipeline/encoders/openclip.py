@@ -27,7 +27,11 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 #: Random-init architecture registered from ``model_configs/``: the offline sample and tests.
 TINY_MODEL = "catret-tiny-vit"
 
-PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16"}
+#: precision -> open_clip's precision for the torch model. "int8-onnx" keeps the torch model at
+#: fp32 (the text tower runs there) and runs the image tower in an int8 ONNX Runtime session
+#: (:mod:`catret_pipeline.encoders.onnx_image`), CPU only.
+PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16", "int8-onnx": "fp32"}
+INT8_ONNX = "int8-onnx"
 
 #: (done, total) after every batch.
 ProgressFn = Callable[[int, int], None]
@@ -53,8 +57,23 @@ class ClipSpec:
     precision: str = "fp32"
     image_size: int = 0
     seed: int = 0
+    # int8-onnx only (never part of model_id: they do not change the embeddings).
+    #: Where the quantised tower is cached; "" = $CATRET_DATA_DIR/onnx_cache.
+    onnx_cache_dir: str = ""
+    #: ONNX Runtime intra-op threads; 0 = torch's thread count when the model is built.
+    onnx_threads: int = 0
+    #: Build fails when the int8 tower's mean cosine to fp32 on the gate images is below this.
+    int8_min_cosine: float = 0.999
 
     def resolved_device(self) -> str:
+        if self.precision == INT8_ONNX:
+            if self.device not in ("auto", "cpu"):
+                raise ValueError(
+                    f"precision='int8-onnx' runs on the CPU only (ONNX Runtime, CPU provider), "
+                    f"but device={self.device!r}. Use device='cpu' (or 'auto') with int8-onnx, "
+                    "or precision='bf16' / 'fp32' on the GPU."
+                )
+            return "cpu"
         if self.device != "auto":
             return self.device
         import torch
@@ -186,9 +205,20 @@ def _build(spec: ClipSpec, device: str) -> ClipModel:
             raise
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.model_name)
-    return ClipModel(
+    clip = ClipModel(
         spec=spec, device=device, model=model, preprocess=preprocess, tokenizer=tokenizer
     )
+    if spec.precision == INT8_ONNX:
+        from catret_pipeline.encoders.onnx_image import build_int8_session
+
+        session, cosine, path = build_int8_session(
+            clip,
+            cache_dir=spec.onnx_cache_dir,
+            threads=spec.onnx_threads,
+            min_cosine=spec.int8_min_cosine,
+        )
+        clip.image_session, clip.int8_cosine, clip.onnx_path = session, cosine, str(path)
+    return clip
 
 
 def split_preprocess(preprocess) -> tuple[Any, Any] | None:
@@ -308,6 +338,12 @@ class ClipModel:
     tokenizer: Any
     #: Worker pools of :class:`ProcessDecoder`, by process count.
     decoders: dict = field(default_factory=dict, repr=False, compare=False)
+    #: int8-onnx: the ONNX Runtime session that replaces ``model.encode_image``.
+    image_session: Any = field(default=None, repr=False, compare=False)
+    #: int8-onnx: mean cosine of the session to the fp32 tower on the gate's images.
+    int8_cosine: float | None = None
+    #: int8-onnx: the cached quantised tower the session runs.
+    onnx_path: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -341,6 +377,16 @@ class ClipModel:
 
     def _dtype(self):
         return next(self.model.parameters()).dtype
+
+    def _image_features(self, batch):
+        """Unnormalised image features of a preprocessed (n, 3, s, s) batch."""
+        import torch
+
+        if self.image_session is not None:
+            x = batch.numpy().astype(np.float32, copy=False)
+            return torch.from_numpy(self.image_session.run(None, {"pixels": x})[0])
+        with torch.inference_mode():
+            return self.model.encode_image(batch)
 
     # ---- images -------------------------------------------------------------------------
 
@@ -429,8 +475,7 @@ class ClipModel:
                 errors.update({start + i: e for i, e in errs.items()})
                 if tensors:
                     batch = torch.stack(tensors).to(device=self.device, dtype=dtype)
-                    with torch.inference_mode():
-                        feats = self.model.encode_image(batch)
+                    feats = self._image_features(batch)
                     feats = torch.nn.functional.normalize(feats.float(), dim=-1)
                     rows = np.asarray(idx) + start
                     out[rows] = feats.cpu().numpy()
