@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 
 from catret_pipeline.fusion.features import (
     CategoryVectors,
@@ -261,14 +262,44 @@ def _eval_loss(
     spec: ModelSpec,
     config: FusionTrainConfig,
 ) -> float:
-    """Mean loss over fixed batches of the training batch size (in-batch negatives as trained).
-
-    The heads act row by row in eval mode, so one forward pass over the whole split gives the
-    same vectors as one per batch; only the loss is computed per batch. At batch size 8 this
-    replaces ~17 small forward passes per epoch with one.
-    """
+    """Mean loss over fixed batches of the training batch size (in-batch negatives as trained)."""
     heads.eval()
     p_all, q_all = heads(data.x[order], data.c[order])
+    return _batched_loss(p_all, q_all, data, order, batch_size, spec, config)
+
+
+@torch.inference_mode()
+def _validate(
+    heads: FusionHeads,
+    data: _Tensors,
+    order: torch.Tensor,
+    batch_size: int,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+) -> tuple[float, float]:
+    """Validation loss and R-precision of an epoch from one forward pass over the split."""
+    heads.eval()
+    p_all, q_all = heads(data.x[order], data.c[order])
+    loss = _batched_loss(p_all, q_all, data, order, batch_size, spec, config)
+    back = torch.argsort(order)  # rows back in the split's own order
+    rprec = _r_precision(
+        F.normalize(p_all[back], dim=-1), F.normalize(q_all[back], dim=-1), data.codes
+    )
+    return loss, rprec
+
+
+def _batched_loss(
+    p_all: torch.Tensor,
+    q_all: torch.Tensor,
+    data: _Tensors,
+    order: torch.Tensor,
+    batch_size: int,
+    spec: ModelSpec,
+    config: FusionTrainConfig,
+) -> float:
+    """The heads act row by row in eval mode, so one forward pass over the whole split gives
+    the same vectors as one per batch; only the loss is computed per batch. At batch size 8
+    this replaces ~17 small forward passes per epoch with one."""
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         stop = min(start + batch_size, len(order))
@@ -290,13 +321,16 @@ def val_r_precision(heads: FusionHeads, data: _Tensors) -> float:
     query, its pairs are the relevant products, R = their count.
     """
     heads.eval()
-    codes = data.codes
+    return _r_precision(heads.encode_products(data.x), heads.encode_categories(data.c), data.codes)
+
+
+def _r_precision(p: torch.Tensor, q_pairs: torch.Tensor, codes: torch.Tensor) -> float:
+    """R-precision from unit product vectors and each pair's unit category vector; a code's
+    query is the category vector of its first pair."""
     uniq, first = _first_index(codes)
-    p = heads.encode_products(data.x)
-    q = heads.encode_categories(data.c[first])
     relevant = codes.unsqueeze(0) == uniq.unsqueeze(1)  # (queries, products)
     r = relevant.sum(dim=1)
-    order = torch.argsort(q @ p.T, dim=1, descending=True, stable=True)
+    order = torch.argsort(q_pairs[first] @ p.T, dim=1, descending=True, stable=True)
     hits = torch.gather(relevant, 1, order)
     ranks = torch.arange(hits.shape[1], device=hits.device).unsqueeze(0)
     top_r = (hits & (ranks < r.unsqueeze(1))).sum(dim=1)
@@ -423,13 +457,13 @@ def _train(
                 total += loss.detach() * len(idx)
                 count += len(idx)
             train_loss = float(total) / count
-            val_loss = (
-                _eval_loss(heads, va, val_order, batch_size, spec, config)
+            # R-precision is computed whatever selects the epoch: the UI shows it, and it
+            # shares the loss's forward pass.
+            val_loss, val_rprec = (
+                _validate(heads, va, val_order, batch_size, spec, config)
                 if va is not None
-                else None
+                else (None, None)
             )
-            # Computed whatever selects the epoch: a few small matmuls, and the UI shows it.
-            val_rprec = val_r_precision(heads, va) if va is not None else None
             history.append(
                 {
                     "epoch": epoch,

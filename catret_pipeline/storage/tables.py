@@ -147,9 +147,7 @@ def read_arrow(paths: Sequence[TablePath]) -> pa.Table:
 def read_previous(root: TablePath, asset_key_path: Sequence[str]) -> pl.DataFrame | None:
     """The last good table of an unpartitioned asset, or None if it was never materialised."""
     path = table_file(root, asset_key_path)
-    if not path.exists():
-        return None
-    return _read_remote(path) if is_remote(path) else pl.read_parquet(path)
+    return read_tables([path]) if path.exists() else None
 
 
 def remote_table_sources(root: UPath) -> dict[str, list[UPath]]:
