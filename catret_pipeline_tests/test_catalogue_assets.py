@@ -95,6 +95,7 @@ def materialized(tmp_path):
                         "test": 0.2,
                         "seed": 7,
                         "holdout_fraction": 0.0,
+                        "val_holdout_fraction": 0.0,
                     }
                 }
             }

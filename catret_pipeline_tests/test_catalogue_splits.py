@@ -140,3 +140,34 @@ def test_held_out_paths_go_wholly_to_test_and_are_unseen():
     assert unseen == {p[-1] for p in held}
     with pytest.raises(ValueError):
         is_held_out_path(["a"], 1.5)
+
+
+def test_validation_holds_out_paths_of_its_own():
+    from catret_pipeline.catalogue.splits import (
+        evaluation_pairs,
+        held_out_split,
+        is_held_out_path,
+        split_catalogue,
+    )
+
+    paths = [["Root", f"Mid{i % 40 % 3}", f"Leaf{i % 40}"] for i in range(4000)]
+    products = pl.DataFrame({"asin": [f"A{i:05d}" for i in range(4000)], "category_path": paths})
+    test_only = split_catalogue(products, seed=2, holdout_fraction=0.2)
+    both = split_catalogue(products, seed=2, holdout_fraction=0.2, val_holdout_fraction=0.2)
+    val_held = {tuple(p) for p in paths if held_out_split(p, 0.2, 0.2, seed=2) == "val"}
+    test_held = {tuple(p) for p in paths if is_held_out_path(p, 0.2, seed=2)}
+    assert val_held and test_held and not val_held & test_held
+    for asin, path in zip(products["asin"], paths, strict=True):
+        if tuple(path) in val_held:
+            assert both[asin] == "val"
+        else:
+            # The test hold-out and every other product's split do not move.
+            assert both[asin] == test_only[asin]
+
+    splits = pl.DataFrame({"asin": list(both), "split": list(both.values())})
+    pairs = evaluation_pairs(products, splits, seed=2).filter(pl.col("setting") == "specific")
+    val_unseen = pairs.filter((pl.col("split") == "val") & ~pl.col("seen_in_train"))
+    assert set(val_unseen["category_name"]) == {p[-1] for p in val_held}
+    assert held_out_split(["x"], 0.0, 0.0) is None
+    with pytest.raises(ValueError, match="sum"):
+        held_out_split(["x"], 0.7, 0.4)

@@ -12,6 +12,8 @@ import duckdb
 import polars as pl
 import pytest
 
+from catret_pipeline.retrieval.hybrid import HYBRID_MODEL
+from catret_pipeline.retrieval.vectors import text_baseline_name
 from catret_pipeline_tests.test_definitions import EXPECTED_ASSETS
 
 pytestmark = pytest.mark.slow
@@ -58,7 +60,11 @@ def test_every_asset_has_parquet_and_a_view(built):
     finally:
         con.close()
     models = {r[0] for r in rows}
-    assert {"bm25", "mpnet", "clip", "clip-i", "clip-ia", "clip-ita", "clip-ita-masked"} <= models
+    text_ids = pl.read_parquet(built / "assets" / "title_embeddings.parquet")["model_id"]
+    # The title-vs-name baseline carries the name of the encoder that made it (mpnet only for MPNet).
+    text_baseline = text_baseline_name(text_ids.unique().to_list())
+    assert {"bm25", text_baseline, "clip-i", "clip-ia", "clip-ita", "clip-ita-masked"} <= models
+    assert HYBRID_MODEL in models
     assert {r[1] for r in rows} == {"all", "general", "specific"}
 
 

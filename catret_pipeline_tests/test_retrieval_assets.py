@@ -16,6 +16,7 @@ from catret_pipeline.retrieval.assets import (
 )
 from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
 from catret_pipeline.retrieval.hnsw_index import load_index
+from catret_pipeline.retrieval.schemas import RUN_COLUMNS
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
@@ -28,6 +29,7 @@ UPSTREAM = [
     "category_embeddings",
     "category_clip_embeddings",
     "fused_representations",
+    "hybrid_runs",
 ]
 LEAVES = [
     ("Electronics", "Antennas"),
@@ -103,13 +105,13 @@ def write_fixtures(data_dir: Path, n: int = 120, hard: bool = False) -> dict:
             }
         ),
         "title_embeddings": pl.DataFrame(
-            {"asin": asins, "model_id": "text", "content_hash": "h"}
+            {"asin": asins, "model_id": "st:test-mpnet", "content_hash": "h"}
         ).with_columns(arr(text_items)),
         "image_embeddings": pl.DataFrame(
             {"asin": [a for a, ok in zip(asins, has_image, strict=True) if ok], "model_id": "clip"}
         ).with_columns(arr(clip_items[has_image])),
         "category_embeddings": pl.DataFrame(
-            {"node_id": node_ids, "name": node_names, "model_id": "text", "content_hash": "h"}
+            {"node_id": node_ids, "name": node_names, "model_id": "st:test-mpnet", "content_hash": "h"}
         ).with_columns(arr(np.vstack([text_c, text_roots["Electronics"], text_roots["Home"]]))),
         # no CLIP vector for "Rugs": that query cannot be answered by CLIP
         "category_clip_embeddings": pl.DataFrame(
@@ -135,6 +137,8 @@ def write_fixtures(data_dir: Path, n: int = 120, hard: bool = False) -> dict:
             ).with_columns(arr(vecs))
         )
     tables["fused_representations"] = pl.concat(fused)
+    # catret-hybrid has its own tests (test_retrieval_hybrid*.py); here it ranks nothing.
+    tables["hybrid_runs"] = pl.DataFrame(schema=RUN_COLUMNS)
     for name, df in tables.items():
         atomic_write_parquet(df, data_dir / "assets" / f"{name}.parquet")
     test = [i for i in range(n) if split[i] == "test"]

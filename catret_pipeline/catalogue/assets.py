@@ -71,8 +71,9 @@ class SplitConfig(dg.Config):
     """Product-level split: a uniform hash of (seed, asin) against cumulative ratios.
 
     ``holdout_fraction`` of the full category paths (chosen by a hash of seed + path) send all
-    their products to test, so their leaf categories are unseen in training; 0 gives the
-    paper's plain product-level split.
+    their products to test, so their leaf categories are unseen in training, and
+    ``val_holdout_fraction`` more send theirs to validation, so that choices made on validation
+    see unseen categories too; 0 and 0 give the paper's plain product-level split.
     """
 
     train: float = 0.7
@@ -80,6 +81,7 @@ class SplitConfig(dg.Config):
     test: float = 0.2
     seed: int = 0
     holdout_fraction: float = 0.1
+    val_holdout_fraction: float = 0.1
 
 
 @dg.asset(
@@ -93,6 +95,7 @@ def product_splits(config: SplitConfig, products: pl.LazyFrame) -> dg.Output[pl.
         (config.train, config.val, config.test),
         config.seed,
         config.holdout_fraction,
+        config.val_holdout_fraction,
     )
     df = pl.DataFrame(
         {"asin": list(mapping), "split": list(mapping.values())},
@@ -102,6 +105,7 @@ def product_splits(config: SplitConfig, products: pl.LazyFrame) -> dg.Output[pl.
     meta = {f"n_{s}": dg.MetadataValue.int(n) for s, n in counts.items()}
     meta["seed"] = dg.MetadataValue.int(config.seed)
     meta["holdout_fraction"] = dg.MetadataValue.float(config.holdout_fraction)
+    meta["val_holdout_fraction"] = dg.MetadataValue.float(config.val_holdout_fraction)
     return dg.Output(df, metadata=meta)
 
 
@@ -128,6 +132,8 @@ def evaluation_pairs_asset(
         p = pairs.filter(pl.col("setting") == setting)
         test = p.filter(pl.col("split") == "test")
         unseen = test.filter(~pl.col("seen_in_train"))
+        val = p.filter(pl.col("split") == "val")
+        val_unseen = val.filter(~pl.col("seen_in_train"))
         rows.append(
             [
                 setting,
@@ -136,6 +142,8 @@ def evaluation_pairs_asset(
                 test.get_column("category_name").n_unique(),
                 unseen.height,
                 unseen.get_column("category_name").n_unique(),
+                val.get_column("category_name").n_unique(),
+                val_unseen.get_column("category_name").n_unique(),
             ]
         )
     md = markdown_table(
@@ -146,6 +154,8 @@ def evaluation_pairs_asset(
             "test queries",
             "unseen test pairs",
             "unseen queries",
+            "val queries",
+            "unseen val queries",
         ],
         rows,
     )

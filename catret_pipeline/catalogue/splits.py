@@ -61,18 +61,55 @@ def split_products(
     return {a: split_of(a, ratios, seed) for a in asins}
 
 
+def _holdout_u(path: Sequence[str], seed: int) -> float:
+    return _unit_hash("holdout", seed, *path) / 2.0**64
+
+
+def _check_fraction(name: str, fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {fraction}")
+
+
 def is_held_out_path(path: Sequence[str], fraction: float, seed: int = 0) -> bool:
-    """Whether a full category path is held out of training (all its products go to test).
+    """Whether a full category path is held out of training for test (all its products go to
+    test).
 
     A product-level split alone leaves almost every test category seen in training (on the
     fashion catalogue: 2 unseen test pairs of 22,905); holding out whole paths makes the
     unseen-category subset, the point of the task, measurable.
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"holdout fraction must be in [0, 1], got {fraction}")
+    _check_fraction("holdout fraction", fraction)
     if fraction == 0.0:
         return False
-    return _unit_hash("holdout", seed, *path) / 2.0**64 < fraction
+    return _holdout_u(path, seed) < fraction
+
+
+def held_out_split(
+    path: Sequence[str], test_fraction: float, val_fraction: float = 0.0, seed: int = 0
+) -> str | None:
+    """``test`` / ``val`` when the full path is held out of training for that split, else None.
+
+    One hash draw per path: ``u < test_fraction`` goes to test (so the test hold-out does not
+    depend on ``val_fraction``), the next ``val_fraction`` of the unit interval to validation.
+    Validation needs unseen categories of its own: every choice made on validation (epochs,
+    score-fusion weights, which model serves) must see how a model does on names it never
+    trained on, without looking at test.
+    """
+    _check_fraction("holdout fraction", test_fraction)
+    _check_fraction("val holdout fraction", val_fraction)
+    if test_fraction + val_fraction > 1.0 + 1e-9:
+        raise ValueError(
+            f"holdout fractions sum to {test_fraction + val_fraction} > 1 "
+            f"(test {test_fraction}, val {val_fraction})"
+        )
+    if test_fraction == 0.0 and val_fraction == 0.0:
+        return None
+    u = _holdout_u(path, seed)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return None
 
 
 def split_catalogue(
@@ -80,13 +117,15 @@ def split_catalogue(
     ratios: Sequence[float] = (0.7, 0.1, 0.2),
     seed: int = 0,
     holdout_fraction: float = 0.0,
+    val_holdout_fraction: float = 0.0,
 ) -> dict[str, str]:
-    """:func:`split_products`, with the products of held-out category paths forced to test."""
+    """:func:`split_products`, with the products of held-out category paths forced to test
+    (``holdout_fraction`` of the paths) or to validation (``val_holdout_fraction``)."""
     check_ratios(ratios)
     out = {}
     for asin, path in products.select("asin", "category_path").iter_rows():
-        held = is_held_out_path(path, holdout_fraction, seed)
-        out[asin] = "test" if held else split_of(asin, ratios, seed)
+        held = held_out_split(path, holdout_fraction, val_holdout_fraction, seed)
+        out[asin] = held or split_of(asin, ratios, seed)
     return out
 
 

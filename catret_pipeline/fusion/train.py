@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from catret_pipeline.fusion.features import (
+    IMAGE,
+    TITLE,
     CategoryVectors,
     ModelSpec,
     PairData,
@@ -701,6 +703,21 @@ def _repair_reuse_records(
     )
 
 
+def needs_images_absent(spec: ModelSpec, products: ProductFeatureTables) -> bool:
+    """True for CLIP-I / CLIP-IA on a catalogue without a single image embedding.
+
+    Trained on the attribute block alone they would give every product that shares its
+    attributes (one manufacturer line, say) the same vector: a ranking of ties that no index can
+    order, under an image model's name. Models with a title block run on the modalities present
+    (the all-zero image block adds nothing to g_p).
+    """
+    return (
+        IMAGE in spec.modalities
+        and TITLE not in spec.modalities
+        and len(products.tables[IMAGE].keys) == 0
+    )
+
+
 def prepare_training(
     storage,
     spec: ModelSpec,
@@ -745,6 +762,16 @@ def prepare_training(
         "data_change_fraction": None,
         "seconds": 0.0,
     }
+    if needs_images_absent(spec, products):
+        row.update(
+            status="skipped",
+            reason=(
+                f"no image embeddings in this catalogue (text-only): {spec.name} is an image "
+                "model without a title block"
+            ),
+            seconds=time.monotonic() - started,
+        )
+        return row
     names: dict[str, int] = {}
     build = dict(
         spec=spec,

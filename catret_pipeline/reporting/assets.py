@@ -1,10 +1,13 @@
 """The ``report`` asset: report.md + PNG plots under ``<data_dir>/reports/``."""
 
+import base64
+
 import dagster as dg
 import polars as pl
 
+from catret_pipeline.reporting.paper import SETTINGS
 from catret_pipeline.reporting.plots import PLOTS, render_all
-from catret_pipeline.reporting.report import render_report, results_table
+from catret_pipeline.reporting.report import margins_table, render_report, results_table
 from catret_pipeline.storage.atomic import atomic_write_text
 from catret_pipeline.storage.resources import CatretStorage
 
@@ -20,6 +23,17 @@ class ReportConfig(dg.Config):
     """Dataset description printed under the title (empty: no line)."""
 
 
+def plots_markdown(paths: dict) -> str:
+    """Every PNG inline as a base64 data URI, under its caption."""
+    parts = []
+    for name, path in paths.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(
+            f"**{PLOTS.get(path.name, name)}**\n\n![{name}](data:image/png;base64,{data})\n"
+        )
+    return "\n".join(parts) or "_No plots._"
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"markdown", "matplotlib"},
@@ -33,6 +47,7 @@ def report(
     metrics_per_query: pl.DataFrame,
     errors: pl.DataFrame,
     significance: pl.DataFrame,
+    baseline_margins: pl.DataFrame,
 ) -> pl.DataFrame:
     out_dir = storage.path(REPORT_DIR)
     # Plots first: the report never links to a PNG that is not there yet.
@@ -45,6 +60,7 @@ def report(
         plots=PLOTS,
         title=config.title,
         dataset=config.dataset,
+        margins=baseline_margins,
     )
     report_path = atomic_write_text(storage.path(REPORT_DIR, REPORT_FILE), text)
 
@@ -52,6 +68,10 @@ def report(
         {
             "report": dg.MetadataValue.path(str(report_path)),
             "results": dg.MetadataValue.md(results_table(metrics)),
+            "margins": dg.MetadataValue.md(margins_table(baseline_margins, SETTINGS)),
+            # The UI renders markdown images, and a data URI needs no file server: the plots
+            # show on the asset's page itself.
+            "plots": dg.MetadataValue.md(plots_markdown(paths)),
         }
         | {f"plot/{name}": dg.MetadataValue.path(str(path)) for name, path in paths.items()}
     )

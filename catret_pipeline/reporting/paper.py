@@ -21,19 +21,28 @@ MODEL_IDS: dict[str, str] = {
 #: Our model id -> display name (models the paper lacks included).
 DISPLAY_NAMES: dict[str, str] = {v: k for k, v in MODEL_IDS.items()} | {
     "clip-ita-masked": "CLIP-ITA (masked)",
+    "clip-ita-tree": "CLIP-ITA (masked + tree targets)",
     "clip-ita-res": "CLIP-ITA (masked + residual)",
+    "catret-hybrid": "catret-hybrid (ours)",
+    "minilm": "MiniLM (zero-shot, not the paper's MPNet)",
+    "text-zero-shot": "text encoder (zero-shot)",
 }
 #: Report order: zero-shot baselines, ablations, the paper's model, then our variants.
 MODEL_ORDER: tuple[str, ...] = (
     "bm25",
     "clip",
     "mpnet",
+    "minilm",
+    "text-zero-shot",
     "clip-i",
     "clip-ia",
     "clip-ita",
     "clip-ita-masked",
+    "clip-ita-tree",
+    "clip-ita-res",
+    "catret-hybrid",
 )
-BASELINES: tuple[str, ...] = ("bm25", "clip", "mpnet")
+BASELINES: tuple[str, ...] = ("bm25", "clip", "mpnet", "minilm", "text-zero-shot")
 
 SETTINGS: tuple[str, ...] = ("all", "general", "specific")
 SETTING_NAMES: dict[str, str] = {

@@ -25,18 +25,19 @@ from catret_pipeline.retrieval.hnsw_index import (
     refresh_index,
     search,
 )
+from catret_pipeline.retrieval.hybrid_assets import hybrid_runs, hybrid_weights
+from catret_pipeline.retrieval.schemas import MIN_DEPTH, RUN_COLUMNS
 from catret_pipeline.retrieval.vectors import (
     BM25_MODEL,
     ZERO_SHOT_MODELS,
     VectorSet,
     VectorTables,
+    text_baseline_name,
 )
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "retrieval"
 RECALL_K = 10
-#: Every query gets at least this many results (the deepest cut-off among P@k / mAP@k).
-MIN_DEPTH = 10
 
 INDEX_COLUMNS = {
     "model": pl.String,
@@ -57,15 +58,6 @@ INDEX_COLUMNS = {
     "n_added": pl.Int64,
     "n_removed": pl.Int64,
     "n_changed": pl.Int64,
-}
-RUN_COLUMNS = {
-    "model": pl.String,
-    "setting": pl.String,
-    "query": pl.String,
-    "rank": pl.Int32,
-    "asin": pl.String,
-    "score": pl.Float32,
-    "search": pl.String,
 }
 SUMMARY_COLUMNS = {
     "model": pl.String,
@@ -541,10 +533,16 @@ def build_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
     so the executor builds the models' indexes side by side; 1 gives the single-step graph."""
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
+    hybrid = [hybrid_weights, hybrid_runs]
     if shards == 1:
-        return [hnsw_indexes, retrieval_runs]
+        return [hnsw_indexes, *hybrid, retrieval_runs]
     models = index_models()
-    return [*(_model_index_asset(m) for m in models), _merge_asset(models), retrieval_runs]
+    return [
+        *(_model_index_asset(m) for m in models),
+        _merge_asset(models),
+        *hybrid,
+        retrieval_runs,
+    ]
 
 
 def _recorded_settings(context: dg.AssetCheckExecutionContext) -> dict:
@@ -681,14 +679,17 @@ def _vector_runs(
 @dg.asset(
     group_name=GROUP,
     kinds={"hnswlib", "polars"},
-    description="Ranked products per (model, setting, test query), depth max(10, R).",
+    description="Ranked products per (model, setting, test query), depth max(10, R): BM25, "
+    "every vector model's HNSW index, and catret-hybrid (hybrid_runs).",
 )
 def retrieval_runs(
     context: dg.AssetExecutionContext,
     storage: CatretStorage,
     hnsw_indexes: pl.DataFrame,
+    hybrid_runs: pl.DataFrame,
     evaluation_pairs: pl.LazyFrame,
     products: pl.LazyFrame,
+    title_embeddings: pl.LazyFrame,
     category_embeddings: pl.LazyFrame,
     category_clip_embeddings: pl.LazyFrame,
     fused_representations: pl.LazyFrame,
@@ -763,8 +764,29 @@ def retrieval_runs(
                     "note": note,
                 }
             )
-    df = pl.DataFrame(out, schema=RUN_COLUMNS)
-    summary_df = pl.DataFrame(summary, schema=SUMMARY_COLUMNS)
+    hybrid = hybrid_runs.select(list(RUN_COLUMNS)).cast(RUN_COLUMNS)
+    for (setting,), part in hybrid.group_by(["setting"], maintain_order=True):
+        summary.append(
+            {
+                "model": part["model"][0],
+                "setting": setting,
+                "n_queries": query_plan(pairs, setting).height,
+                "answered": part["query"].n_unique(),
+                "hnsw": 0,
+                "exact": part["query"].n_unique(),
+                "no_vector": 0,
+                "rows": part.height,
+                "note": "hybrid: exact fused scores over the test collection",
+            }
+        )
+    text_ids = title_embeddings.select(pl.col("model_id").unique()).collect()["model_id"]
+    text_name = text_baseline_name([str(m) for m in text_ids.drop_nulls().to_list()])
+    # The title-vs-name baseline is the paper's MPNet only when the encoder is MPNet.
+    rename = pl.when(pl.col("model") == "mpnet").then(pl.lit(text_name)).otherwise("model")
+    df = pl.concat([pl.DataFrame(out, schema=RUN_COLUMNS), hybrid]).with_columns(
+        rename.alias("model")
+    )
+    summary_df = pl.DataFrame(summary, schema=SUMMARY_COLUMNS).with_columns(rename.alias("model"))
     return dg.Output(
         df,
         metadata={

@@ -23,6 +23,20 @@ import polars as pl
 
 BM25_MODEL = "bm25"
 ZERO_SHOT_MODELS = ("mpnet", "clip")
+#: Names the zero-shot text baseline is reported under, by the encoder of title_embeddings:
+#: ``mpnet`` only when it is MPNet (the paper's baseline), else the model it really is.
+TEXT_BASELINE_NAMES = ("mpnet", "minilm", "text-zero-shot")
+
+
+def text_baseline_name(model_ids: list[str]) -> str:
+    """The reported name of the ``mpnet`` (title vs name cosine) baseline for these encoders."""
+    text = " ".join(model_ids).lower()
+    if "mpnet" in text:
+        return "mpnet"
+    if "minilm" in text:
+        return "minilm"
+    return "text-zero-shot"
+
 
 Frame = pl.DataFrame | pl.LazyFrame
 
