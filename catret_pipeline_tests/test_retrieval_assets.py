@@ -111,7 +111,12 @@ def write_fixtures(data_dir: Path, n: int = 120, hard: bool = False) -> dict:
             {"asin": [a for a, ok in zip(asins, has_image, strict=True) if ok], "model_id": "clip"}
         ).with_columns(arr(clip_items[has_image])),
         "category_embeddings": pl.DataFrame(
-            {"node_id": node_ids, "name": node_names, "model_id": "st:test-mpnet", "content_hash": "h"}
+            {
+                "node_id": node_ids,
+                "name": node_names,
+                "model_id": "st:test-mpnet",
+                "content_hash": "h",
+            }
         ).with_columns(arr(np.vstack([text_c, text_roots["Electronics"], text_roots["Home"]]))),
         # no CLIP vector for "Rugs": that query cannot be answered by CLIP
         "category_clip_embeddings": pl.DataFrame(

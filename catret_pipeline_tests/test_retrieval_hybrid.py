@@ -88,20 +88,21 @@ def test_one_set_of_weights_without_routing_loses_on_unseen():
     z_val, rel_val, seen_val = _world(rng, 40, 15, 1.0)
     z_test, rel_test, seen_test = _world(rng, 40, 15, 1.0)
     shared, *_ = fit_weights(z_val, rel_val, np.arange(40), ["title", "head"], 0.1)
-    routed = fit_routes(z_val, rel_val, seen_val, {r: ["title", "head"] for r in ("seen", "unseen")})
+    routed = fit_routes(
+        z_val, rel_val, seen_val, {r: ["title", "head"] for r in ("seen", "unseen")}
+    )
     unseen = ~seen_test
     rp_shared, _ = ranking_quality(fuse(z_test, shared)[unseen], rel_test[unseen])
-    rp_routed, _ = ranking_quality(
-        fuse(z_test, routed["unseen"].weights)[unseen], rel_test[unseen]
-    )
+    rp_routed, _ = ranking_quality(fuse(z_test, routed["unseen"].weights)[unseen], rel_test[unseen])
     assert rp_routed.mean() > rp_shared.mean()
 
 
 def test_small_route_falls_back_to_all_query_weights():
     rng = np.random.default_rng(2)
     z, rel, seen = _world(rng, 20, 10, 1.0, seen_fraction=0.9)  # 2 unseen names
-    fitted = fit_routes(z, rel, seen, {r: ["title", "head"] for r in ("seen", "unseen")},
-                        min_route_queries=5)
+    fitted = fit_routes(
+        z, rel, seen, {r: ["title", "head"] for r in ("seen", "unseen")}, min_route_queries=5
+    )
     assert fitted["unseen"].fallback and not fitted["seen"].fallback
     assert fitted["unseen"].n_queries == 2
     everyone, *_ = fit_weights(z, rel, np.arange(20), ["title", "head"], 0.1)
