@@ -30,9 +30,11 @@ def machine() -> str:
     )
 
 
-def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between ``<!-- name -->`` markers."""
-    text = DOC.read_text() if DOC.exists() else HEADER
+def write_section(name: str, body: str, doc: Path | None = None) -> None:
+    """Replace (or append) the section between ``<!-- name -->`` markers of ``doc``
+    (default docs/benchmarks.md)."""
+    DOC_ = doc or DOC
+    text = DOC_.read_text() if DOC_.exists() else HEADER
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -41,7 +43,7 @@ def write_section(name: str, body: str) -> None:
         if pattern.search(text)
         else text.rstrip() + "\n\n" + block + "\n"
     )
-    DOC.write_text(text)
+    DOC_.write_text(text)
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:

@@ -34,8 +34,11 @@ EXPECTED_ASSETS = {
     "fusion_models",
     "fused_representations",
     "hnsw_indexes",
+    "hybrid_weights",
+    "hybrid_runs",
     "retrieval_runs",
     "metrics",
+    "baseline_margins",
     "report",
     "catret_duckdb",
 }

@@ -14,6 +14,9 @@ on. So the hybrid ranks each collection by a weighted sum of per-query standardi
   by its validation R-precision;
 - ``prototype``: cosine to the centroid of the category's training products (image, title and
   attribute blocks, each unit length, concatenated); only names seen in training have one.
+- ``novelty``: minus the product's highest cosine to any training category's prototype, the
+  same for every query: a product that plainly belongs to a category the model was trained on
+  is unlikely to belong to a category created since (new-name route only).
 
 Each component's scores are z-scored over the collection per query, so scales do not matter
 and a component that says nothing about a query (all equal) adds nothing. The weights are
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HYBRID_MODEL = "catret-hybrid"
-COMPONENTS = ("bm25", "title", "attributes", "head", "prototype")
+COMPONENTS = ("bm25", "title", "attributes", "head", "prototype", "novelty")
 ROUTES = ("seen", "unseen")
 
 

@@ -18,7 +18,6 @@ from catret_pipeline.fusion.features import (
     TITLE,
     CategoryVectors,
     ProductFeatureTables,
-    l2_normalize,
 )
 from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hybrid import COMPONENTS, cosine_matrix, prototypes, zscore_rows
@@ -141,12 +140,11 @@ class HybridContext:
                 if n in index:
                     m[i] = feats @ centroids[index[n]]
             out["prototype"] = m
+            if centroids.shape[0]:
+                best = (feats @ centroids.T).max(axis=1)
+                out["novelty"] = np.tile(-best, (len(names), 1)).astype(np.float32)
         return {c: out[c] for c in COMPONENTS if c in out}
 
 
 def standardise(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {c: zscore_rows(m) for c, m in raw.items()}
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return l2_normalize(x) if x.size else x
