@@ -26,6 +26,7 @@ STAGE_MODULES = (
     "catret_pipeline.embeddings.assets",
     "catret_pipeline.fusion.assets",
     "catret_pipeline.retrieval.assets",
+    "catret_pipeline.retrieval.hybrid_assets",
     "catret_pipeline.evaluation.assets",
     "catret_pipeline.reporting.assets",
     "catret_pipeline.refresh.assets",

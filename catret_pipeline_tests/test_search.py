@@ -36,6 +36,7 @@ TRAINED = "clip-ita"
 
 def _stage_defs() -> list:
     mods = [importlib.import_module(f"catret_pipeline.{s}.assets") for s in STAGES]
+    mods.append(importlib.import_module("catret_pipeline.retrieval.hybrid_assets"))
     return [a for m in mods for a in (*m.ASSETS, *m.CHECKS)]
 
 

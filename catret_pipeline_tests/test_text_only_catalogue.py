@@ -23,6 +23,7 @@ STAGES = ("ingest", "catalogue", "images", "embeddings", "fusion", "retrieval", 
 
 def _defs() -> list:
     mods = [importlib.import_module(f"catret_pipeline.{s}.assets") for s in STAGES]
+    mods.append(importlib.import_module("catret_pipeline.retrieval.hybrid_assets"))
     return [a for m in mods for a in (*m.ASSETS, *m.CHECKS)]
 
 

@@ -25,7 +25,6 @@ from catret_pipeline.retrieval.hnsw_index import (
     refresh_index,
     search,
 )
-from catret_pipeline.retrieval.hybrid_assets import hybrid_runs, hybrid_weights
 from catret_pipeline.retrieval.schemas import MIN_DEPTH, RUN_COLUMNS
 from catret_pipeline.retrieval.vectors import (
     BM25_MODEL,
@@ -243,6 +242,13 @@ def build_index_rows(
                 context.log.warning(f"{model}/{setting}: no product vectors, no index built")
                 rows.append(row)
                 continue
+            queries = tables.queries(model, setting)
+            if len(queries) == 0:
+                # e.g. CLIP offline: image vectors but no aligned text tower for the queries.
+                row["reason"] = "no query vectors"
+                context.log.warning(f"{model}/{setting}: no query vectors, no index built")
+                rows.append(row)
+                continue
             bin_path = storage.path("indexes", model, f"{setting}.bin")
             labels_path = storage.path("indexes", model, f"{setting}.labels.parquet")
             done = refresh_index(
@@ -256,7 +262,6 @@ def build_index_rows(
                 extra={"model": model, "setting": setting},
             )
             names = query_plan(pairs, setting)["query"].to_list()
-            queries = tables.queries(model, setting)
             _check_dims(queries, products.dim, f"{model}/{setting}")
             sample = recall_queries(
                 products.matrix,
@@ -533,16 +538,10 @@ def build_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
     so the executor builds the models' indexes side by side; 1 gives the single-step graph."""
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    hybrid = [hybrid_weights, hybrid_runs]
     if shards == 1:
-        return [hnsw_indexes, *hybrid, retrieval_runs]
+        return [hnsw_indexes, retrieval_runs]
     models = index_models()
-    return [
-        *(_model_index_asset(m) for m in models),
-        _merge_asset(models),
-        *hybrid,
-        retrieval_runs,
-    ]
+    return [*(_model_index_asset(m) for m in models), _merge_asset(models), retrieval_runs]
 
 
 def _recorded_settings(context: dg.AssetCheckExecutionContext) -> dict:

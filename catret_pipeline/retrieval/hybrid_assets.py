@@ -257,3 +257,4 @@ def hybrid_runs(
 
 
 ASSETS = [hybrid_weights, hybrid_runs]
+CHECKS: list = []
