@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -63,7 +64,10 @@ def build_resources(data_dir: str | None = None, raw_root: str | None = None) ->
         "xmarket": XMarketSource(root=raw_root or settings.default_raw_root()),
         "image_fetcher": ImageFetcher(mirror_dir=settings.default_image_mirror()),
         "clip": OpenClipEncoder(**settings.clip_defaults()),
-        "text_encoder": TextEncoder(**settings.text_defaults()),
+        # Bundled split-zip models are assembled under this data dir unless configured.
+        "text_encoder": TextEncoder(
+            **{"cache_dir": str(Path(data_dir) / "model_cache"), **settings.text_defaults()}
+        ),
     }
 
 

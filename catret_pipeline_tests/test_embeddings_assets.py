@@ -102,8 +102,10 @@ TITLES = {"A1": "red leather shoe", "A2": "wool scarf", "A3": "phone case", "A4"
 
 @pytest.fixture(scope="module")
 def encoders():
-    clip = OpenClipEncoder(model_name=TINY_MODEL, batch_size=2)
-    text = TextEncoder(batch_size=4)
+    clip = OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", batch_size=2)
+    text = TextEncoder(
+        model_name_or_path="bundled:all-MiniLM-L6-v2", precision="fp32", batch_size=4
+    )
     clip.model()
     text.model()
     return clip, text
@@ -184,7 +186,9 @@ def test_materialize_twice_second_run_encodes_nothing(tmp_path, encoders):
     assert third["image_embeddings"]["encoded"] == 0 and third["image_embeddings"]["failed"] == 0
 
     # another model: everything it feeds is re-encoded
-    fourth = materialize(data, encoders, clip=OpenClipEncoder(model_name=TINY_MODEL, seed=1))
+    fourth = materialize(
+        data, encoders, clip=OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", seed=1)
+    )
     assert fourth["image_embeddings"]["encoded"] == 2
     assert fourth["title_clip_embeddings"]["encoded"] == 3
     assert fourth["title_embeddings"]["encoded"] == 0

@@ -238,8 +238,10 @@ def _write_catalogue(data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def encoders():
-    clip = OpenClipEncoder(model_name=TINY_MODEL, batch_size=4)
-    text = TextEncoder(batch_size=4)
+    clip = OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", batch_size=4)
+    text = TextEncoder(
+        model_name_or_path="bundled:all-MiniLM-L6-v2", precision="fp32", batch_size=4
+    )
     clip.model()
     text.model()
     return clip, text

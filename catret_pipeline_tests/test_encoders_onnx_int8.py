@@ -14,6 +14,7 @@ import pytest
 
 from catret_pipeline.encoders import onnx_image, openclip
 from catret_pipeline.encoders.openclip import TINY_MODEL, ClipSpec
+from catret_pipeline.encoders.precision import cpu_flags, int8_support
 from catret_pipeline.encoders.resources import OpenClipEncoder
 
 
@@ -27,13 +28,21 @@ def int8(cache_dir) -> OpenClipEncoder:
     enc = OpenClipEncoder(
         model_name=TINY_MODEL, precision="int8-onnx", onnx_cache_dir=str(cache_dir), batch_size=4
     )
-    enc.model()
+    native, capability = int8_support(cpu_flags())
+    try:
+        enc.model()
+    except onnx_image.Int8CosineError as exc:
+        if native:
+            raise  # with VNNI the gate must hold: a real failure
+        # Without VNNI, ONNX Runtime's int8 kernels lose accuracy even with 7-bit weights; the
+        # gate stays at 0.999 and the int8 path is simply not available on this CPU.
+        pytest.skip(f"int8-onnx unavailable here: {capability}; {exc}")
     return enc
 
 
 @pytest.fixture(scope="module")
 def fp32() -> OpenClipEncoder:
-    return OpenClipEncoder(model_name=TINY_MODEL, batch_size=4)
+    return OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +128,7 @@ def test_cache_key_tracks_weights_and_size(int8):
         onnx_image.cache_key(TINY_MODEL, "random-seed0", 96),
         {**base, "onnxruntime": "0.0.0"},
         {**base, "quantisation": {**base["quantisation"], "per_channel": False}},
+        onnx_image.cache_key(TINY_MODEL, "random-seed0", 64, reduce_range=True),
     ):
         assert onnx_image.cache_file("/c", other) != same
 
@@ -141,7 +151,10 @@ def test_model_id_differs_from_fp32(int8, fp32):
     assert int8.model_id == "openclip:catret-tiny-vit:random-seed0:int8-onnx"
     assert int8.model_id != fp32.model_id
     # the int8-only options never split the model cache of other precisions
-    assert OpenClipEncoder(model_name=TINY_MODEL, int8_min_cosine=0.5).spec() == fp32.spec()
+    assert (
+        OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", int8_min_cosine=0.5).spec()
+        == fp32.spec()
+    )
 
 
 def test_int8_is_cpu_only():

@@ -20,7 +20,7 @@ SHORT_TEXTS = [
 
 @pytest.fixture(scope="module")
 def clip() -> OpenClipEncoder:
-    return OpenClipEncoder(model_name=TINY_MODEL, batch_size=4)
+    return OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", batch_size=4)
 
 
 def _image(seed: int, size=(90, 70)) -> Image.Image:
@@ -129,13 +129,15 @@ def test_parallel_decode_keeps_rows_and_errors_in_place(clip, tmp_path):
 
 
 def test_seeded_random_init_is_reproducible():
-    spec = ClipSpec(model_name=TINY_MODEL, seed=7)
+    spec = ClipSpec(model_name=TINY_MODEL, precision="fp32", seed=7)
     first = openclip.load_clip(spec).encode_texts(["same text"])
     for key in [k for k in openclip._MODEL_CACHE if k[0] == spec]:
         del openclip._MODEL_CACHE[key]  # force a fresh build from the seed
     second = openclip.load_clip(spec).encode_texts(["same text"])
     np.testing.assert_array_equal(first, second)
-    other = openclip.load_clip(ClipSpec(model_name=TINY_MODEL, seed=8)).encode_texts(["same text"])
+    other = openclip.load_clip(
+        ClipSpec(model_name=TINY_MODEL, precision="fp32", seed=8)
+    ).encode_texts(["same text"])
     assert float(np.abs(first - other).max()) > 1e-3
 
 
@@ -156,7 +158,9 @@ def test_model_id_tracks_checkpoint_contents(clip, tmp_path):
 
     ckpt = tmp_path / "tiny.pt"
     torch.save(clip.model().model.state_dict(), ckpt)
-    enc = OpenClipEncoder(model_name=TINY_MODEL, checkpoint_path=str(ckpt), seed=99)
+    enc = OpenClipEncoder(
+        model_name=TINY_MODEL, precision="fp32", checkpoint_path=str(ckpt), seed=99
+    )
     id1 = enc.model_id
     assert id1.startswith("openclip:catret-tiny-vit:file-")
     # weights come from the file, not from the seed
@@ -164,7 +168,10 @@ def test_model_id_tracks_checkpoint_contents(clip, tmp_path):
     sd = clip.model().model.state_dict()
     sd["logit_scale"] = sd["logit_scale"] + 1
     torch.save(sd, ckpt)
-    assert OpenClipEncoder(model_name=TINY_MODEL, checkpoint_path=str(ckpt)).model_id != id1
+    assert (
+        OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", checkpoint_path=str(ckpt)).model_id
+        != id1
+    )
 
 
 def test_missing_weights_error_names_the_config(monkeypatch, tmp_path):

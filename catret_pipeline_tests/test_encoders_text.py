@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from catret_pipeline.encoders.resources import TextEncoder
-from catret_pipeline.encoders.text import TextModelUnavailableError
+from catret_pipeline.encoders.text import BUNDLED_MINILM, TextModelUnavailableError
 
 
 @pytest.fixture(scope="module")
 def text_encoder() -> TextEncoder:
-    enc = TextEncoder(batch_size=4)
+    enc = TextEncoder(model_name_or_path=BUNDLED_MINILM, precision="fp32", batch_size=4)
     enc.model()  # load once for the module
     return enc
 
@@ -23,7 +23,10 @@ def test_loads_bundled_minilm_offline(text_encoder):
     assert model.model.max_seq_length == 128
     mid = text_encoder.model_id
     assert mid.startswith("st:bundled-all-MiniLM-L6-v2@") and mid.endswith(":seq128")
-    assert TextEncoder(max_seq_length=64).model_id != mid
+    assert (
+        TextEncoder(model_name_or_path=BUNDLED_MINILM, precision="fp32", max_seq_length=64).model_id
+        != mid
+    )
 
 
 def test_similar_texts_closer_than_unrelated(text_encoder):

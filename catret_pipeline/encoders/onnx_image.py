@@ -149,7 +149,11 @@ def weight_matmuls(model) -> list[str]:
 
 
 def quantize_weight_matmuls(
-    fp32_path: str | Path, out_path: str | Path, nodes: list[str], per_channel: bool = True
+    fp32_path: str | Path,
+    out_path: str | Path,
+    nodes: list[str],
+    per_channel: bool = True,
+    reduce_range: bool = False,
 ) -> None:
     """Dynamic int8 quantisation of ``nodes`` (MatMuls) only.
 
@@ -162,6 +166,7 @@ def quantize_weight_matmuls(
         out_path,
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        reduce_range=reduce_range,
         op_types_to_quantize=["MatMul"],
         nodes_to_quantize=nodes,
     )
@@ -185,7 +190,9 @@ def make_session(path: str | Path, threads: int, spin: bool = False):
 # ---- cache ----------------------------------------------------------------------------------
 
 
-def cache_key(model_name: str, weights_id: str, image_size: int) -> dict[str, Any]:
+def cache_key(
+    model_name: str, weights_id: str, image_size: int, reduce_range: bool = False
+) -> dict[str, Any]:
     """Everything that changes the quantised file (library versions included: the exporter's
     and the quantiser's output differ between releases)."""
     import onnx
@@ -203,7 +210,7 @@ def cache_key(model_name: str, weights_id: str, image_size: int) -> dict[str, An
         "onnx": onnx.__version__,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
-        "quantisation": QUANT_OPTIONS,
+        "quantisation": {**QUANT_OPTIONS, "reduce_range": bool(reduce_range)},
     }
 
 
@@ -211,6 +218,15 @@ def cache_file(cache_dir: str | Path, key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model_name"])
     return Path(cache_dir).expanduser() / f"{safe}-{digest[:16]}.int8.onnx"
+
+
+def use_reduce_range() -> bool:
+    """7-bit weights where the CPU has no VNNI: the AVX2 u8 x s8 kernel (vpmaddubsw) adds pairs
+    of products into int16 and saturates with full-range weights; 7 bits leave it headroom.
+    With VNNI (int32 accumulation) full range is exact and more accurate."""
+    from catret_pipeline.encoders.precision import cpu_flags, int8_support
+
+    return not int8_support(cpu_flags())[0]
 
 
 def _write_int8(model, image_size: int, target: Path, key: dict[str, Any]) -> None:
@@ -223,7 +239,12 @@ def _write_int8(model, image_size: int, target: Path, key: dict[str, Any]) -> No
         fp32_path = Path(tmp) / "tower_fp32.onnx"
         onnx.save(proto, fp32_path)
         int8_path = Path(tmp) / "tower_int8.onnx"
-        quantize_weight_matmuls(fp32_path, int8_path, weight_matmuls(proto))
+        quantize_weight_matmuls(
+            fp32_path,
+            int8_path,
+            weight_matmuls(proto),
+            reduce_range=bool(key["quantisation"].get("reduce_range")),
+        )
         # Another process may write the same file at the same time: both are complete, the
         # last rename wins, and readers only ever see a whole file.
         with atomic_path(target) as out:
@@ -235,7 +256,9 @@ def _write_int8(model, image_size: int, target: Path, key: dict[str, Any]) -> No
 def int8_tower_file(clip, cache_dir: str | Path = "") -> Path:
     """The cached quantised tower of ``clip`` (a :class:`~catret_pipeline.encoders.openclip.
     ClipModel` whose torch model is fp32), exported and quantised first when missing."""
-    key = cache_key(clip.spec.model_name, clip.spec.weights_id(), clip.image_size)
+    key = cache_key(
+        clip.spec.model_name, clip.spec.weights_id(), clip.image_size, use_reduce_range()
+    )
     target = cache_file(cache_dir or default_cache_dir(), key)
     if not target.is_file():
         _write_int8(clip.model, clip.image_size, target, key)
@@ -293,11 +316,14 @@ def build_int8_session(
         session = make_session(path, threads)
     cosine = gate_cosine(clip, session)
     if cosine < min_cosine:
+        from catret_pipeline.encoders.precision import cpu_flags, int8_support
+
+        _, capability = int8_support(cpu_flags())
         raise Int8CosineError(
             f"precision='int8-onnx': the int8 image tower of {clip.spec.model_id} keeps a mean "
             f"cosine of {cosine:.5f} to the fp32 tower on {GATE_IMAGES} synthetic images, below "
             f"int8_min_cosine={min_cosine}. int8 weights change this model's image embeddings "
             "too much: use precision='bf16' (or 'fp32') for the `clip` resource, or lower "
-            "int8_min_cosine only if that loss is acceptable."
+            f"int8_min_cosine only if that loss is acceptable. ({capability}.)"
         )
     return session, cosine, path

