@@ -287,14 +287,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
+    from catret_pipeline.storage.duckdb_catalog import (
+        CatalogQueryRefused,
+        check_read_only_query,
+        open_catalog,
+    )
+    from catret_pipeline.storage.tables import table_root
+
     env = configure_environment(args.data_dir, None, None, create=False)
     db = Path(env["data_dir"]) / "catret.duckdb"
     if not db.exists():
         print(f"no catalogue at {db}: run `catret materialize` first", file=sys.stderr)
         return 2
-    con = duckdb.connect(str(db), read_only=True)
+    # The catalogue answers from this data dir's tables (wherever it was built), and the query
+    # surface is read-only in effect: see open_catalog and docs/operations.md ("catret sql").
+    con = open_catalog(db, table_root(env["data_dir"], settings.default_table_store()))
     try:
+        check_read_only_query(con, args.query)
         con.sql(args.query).show(max_rows=args.max_rows, max_width=200)
+    except CatalogQueryRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         con.close()
     return 0
