@@ -57,7 +57,10 @@ def configure_environment(
         data.mkdir(parents=True, exist_ok=True)
         home.mkdir(parents=True, exist_ok=True)
     if create and not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(DAGSTER_YAML)
+        from catret_pipeline.storage.atomic import atomic_write_text
+
+        # Atomic: a second first run (or the UI) reading it mid-write would see half a config.
+        atomic_write_text(home / "dagster.yaml", DAGSTER_YAML)
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     if settings.profile() == "offline":
         # The offline profile loads only local weights; this stops hub lookups that would hang.
@@ -68,6 +71,26 @@ def configure_environment(
         "dagster_home": str(home),
         "profile": settings.profile(),
     }
+
+
+def check_raw_root() -> None:
+    """Refuse (``ConfigError``) a raw root that does not exist, is not a directory or holds no
+    metadata file, before anything is generated or run. The bundled sample is generated on
+    first use, so it is not checked here."""
+    if uses_bundled_sample():
+        return
+    from catret_pipeline.ingest.resources import XMarketSource
+
+    try:
+        XMarketSource(root=settings.default_raw_root()).metadata_files()
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        raise settings.ConfigError(f"raw root: {exc}") from None
+
+
+def validate_configuration() -> None:
+    """Every setting a build needs, checked up front (one ``ConfigError`` line on failure)."""
+    settings.validate()
+    check_raw_root()
 
 
 def uses_bundled_sample() -> bool:
@@ -128,6 +151,32 @@ PID_TAG = "catret/pid"
 HOST_TAG = "catret/host"
 
 
+#: How long a command waits for another process creating / opening the instance.
+INSTANCE_LOCK_WAIT_S = 300.0
+
+
+def open_instance(wait_s: float = INSTANCE_LOCK_WAIT_S):
+    """The Dagster instance of ``DAGSTER_HOME``, created under a cross-process file lock.
+
+    Dagster's SQLite storages create their tables and stamp ``alembic_version`` on first open
+    with no lock of their own: two first runs on a fresh data dir could leave two alembic heads
+    ("Version table 'alembic_version' has more than one head present") and an instance every
+    later command refuses. Every storage is touched here, inside the lock, so each is whole
+    before the lock is released.
+    """
+    import dagster as dg
+
+    from catret_pipeline.storage.locks import INSTANCE_LOCK, file_lock
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    with file_lock(home / INSTANCE_LOCK, wait_s=wait_s):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.all_asset_keys()
+        instance.all_instigator_state()
+    return instance
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -175,12 +224,12 @@ def cli_run_tags() -> dict[str, str]:
     }
 
 
-def _execute_build(defs, select: str | None, run_config: dict | None = None):
+def _execute_build(defs, select: str | None, run_config: dict | None = None, instance=None):
     """Run the build job: in this process, or with CATRET_EXECUTOR=multiprocess one process per
     step (hash-shard steps side by side), rebuilt in each child from the CATRET_* variables."""
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
+    instance = instance or open_instance()
     if settings.executor() != "multiprocess":
         job = select_job(defs, select)
         return job.execute_in_process(
@@ -216,12 +265,37 @@ def _set_scaling_env(args: argparse.Namespace) -> None:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    env = configure_environment(args.data_dir, args.raw_root, args.profile)
-    _set_scaling_env(args)
-    print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
-    import dagster as dg
+    import contextlib
 
-    holding = refresh_runs_in_progress(dg.DagsterInstance.get())
+    from catret_pipeline.storage.locks import BUILD_LOCK, LockBusy, file_lock
+
+    # Validated before anything is created or generated: a typo leaves no half-made data dir.
+    configure_environment(args.data_dir, args.raw_root, args.profile, create=False)
+    _set_scaling_env(args)
+    validate_configuration()
+    env = configure_environment(args.data_dir, args.raw_root, args.profile)
+    print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
+    with contextlib.ExitStack() as stack:
+        # Held for the whole run: a second `catret materialize` on this data dir is refused
+        # here, with no window between checking the slot and taking it. The lock dies with the
+        # process, so a killed build never blocks the next one.
+        try:
+            stack.enter_context(file_lock(Path(env["data_dir"]) / BUILD_LOCK, wait_s=0))
+        except LockBusy as exc:
+            holder = f" (process {exc.holder})" if exc.holder else ""
+            print(
+                f"another catret materialize is running on this data dir{holder}; "
+                "wait for it to finish",
+                file=sys.stderr,
+            )
+            return 3
+        return _materialize_locked(args, env)
+    return 1  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+def _materialize_locked(args: argparse.Namespace, env: dict[str, str]) -> int:
+    instance = open_instance()
+    holding = refresh_runs_in_progress(instance)
     if holding and not args.force:
         print(
             f"another build or refresh is running on this data dir (run {', '.join(holding)}); "
@@ -240,7 +314,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         retrain=getattr(args, "retrain", False),
         rebuild_indexes=getattr(args, "rebuild_indexes", False),
     )
-    result = _execute_build(defs, args.select, run_config)
+    result = _execute_build(defs, args.select, run_config, instance=instance)
     failed = [e.step_key for e in result.all_events if e.is_step_failure]
     failed_checks = [
         ev.asset_check_key.to_user_string()
@@ -259,8 +333,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    configure_environment(args.data_dir, args.raw_root, args.profile)
+    configure_environment(args.data_dir, args.raw_root, args.profile, create=False)
     _set_scaling_env(args)
+    validate_configuration()
+    configure_environment(args.data_dir, args.raw_root, args.profile)
+    # Created here, under the lock: the webserver and the daemon would otherwise both create
+    # a fresh instance at the same moment (the alembic race of open_instance).
+    open_instance()
     ensure_bundled_sample(args.sample_products)
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     cmd = [
@@ -287,14 +366,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     import duckdb
 
+    from catret_pipeline.storage.duckdb_catalog import (
+        CatalogQueryRefused,
+        check_read_only_query,
+        open_catalog,
+    )
+    from catret_pipeline.storage.tables import table_root
+
     env = configure_environment(args.data_dir, None, None, create=False)
     db = Path(env["data_dir"]) / "catret.duckdb"
     if not db.exists():
         print(f"no catalogue at {db}: run `catret materialize` first", file=sys.stderr)
         return 2
-    con = duckdb.connect(str(db), read_only=True)
+    # The catalogue answers from this data dir's tables (wherever it was built), and the query
+    # surface is read-only in effect: see open_catalog and docs/operations.md ("catret sql").
+    con = open_catalog(db, table_root(env["data_dir"], settings.default_table_store()))
     try:
+        check_read_only_query(con, args.query)
         con.sql(args.query).show(max_rows=args.max_rows, max_width=200)
+    except CatalogQueryRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         con.close()
     return 0
@@ -406,7 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except settings.ConfigError as exc:
+        # A configuration mistake is the user's to fix: one line, no traceback.
+        print(f"catret: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

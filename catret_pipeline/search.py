@@ -168,7 +168,10 @@ def _instance_prompt() -> str | None:
     try:
         import dagster as dg
 
-        instance = dg.DagsterInstance.get()
+        from catret_pipeline.cli import open_instance
+
+        # Under the instance lock: a build creating the instance right now must finish first.
+        instance = open_instance(wait_s=10.0)
         event = instance.get_latest_materialization_event(dg.AssetKey("category_clip_embeddings"))
         if event is None or event.asset_materialization is None:
             return None

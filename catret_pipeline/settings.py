@@ -11,6 +11,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+class ConfigError(ValueError):
+    """A bad setting (environment variable or flag): the CLI prints the message as one line and
+    exits non-zero, before any work starts."""
+
+
 #: Run tag of every catalogue refresh (schedule, sensor, ``catret materialize``); the CLI's
 #: ``dagster.yaml`` limits runs with it to one at a time.
 REFRESH_TAG = "catret/refresh"
@@ -75,7 +81,7 @@ PROFILES: dict[str, dict[str, dict[str, str]]] = {
 def profile() -> str:
     name = os.environ.get(ENV_PROFILE, "offline")
     if name not in PROFILES:
-        raise ValueError(f"{ENV_PROFILE}={name!r}: expected one of {sorted(PROFILES)}")
+        raise ConfigError(f"{ENV_PROFILE}={name!r}: expected one of {sorted(PROFILES)}")
     return name
 
 
@@ -123,11 +129,7 @@ def refresh_cron() -> str:
 
 def refresh_sensor_interval() -> int:
     """Seconds between ticks of ``raw_catalogue_sensor`` (``CATRET_REFRESH_SENSOR_INTERVAL``; 300)."""
-    value = os.environ.get("CATRET_REFRESH_SENSOR_INTERVAL") or "300"
-    seconds = int(value)
-    if seconds < 1:
-        raise ValueError(f"CATRET_REFRESH_SENSOR_INTERVAL must be >= 1, got {value!r}")
-    return seconds
+    return _int_env("CATRET_REFRESH_SENSOR_INTERVAL", 300, 1)
 
 
 #: Hash shards of each product-level embedding asset (``image_embeddings``, ``title_embeddings``,
@@ -149,9 +151,9 @@ def _int_env(name: str, default: int, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
     if number < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
     return number
 
 
@@ -167,7 +169,7 @@ def executor() -> str | None:
     """
     name = os.environ.get(ENV_EXECUTOR) or None
     if name is not None and name not in EXECUTORS:
-        raise ValueError(f"{ENV_EXECUTOR}={name!r}: expected one of {list(EXECUTORS)}")
+        raise ConfigError(f"{ENV_EXECUTOR}={name!r}: expected one of {list(EXECUTORS)}")
     return name
 
 
@@ -184,5 +186,17 @@ def start_method() -> str:
     if name is None:
         return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     if name not in START_METHODS:
-        raise ValueError(f"{ENV_START_METHOD}={name!r}: expected one of {list(START_METHODS)}")
+        raise ConfigError(f"{ENV_START_METHOD}={name!r}: expected one of {list(START_METHODS)}")
     return name
+
+
+def validate() -> None:
+    """Check every environment-level setting now (each raises :class:`ConfigError`), so a typo
+    fails before the sample is generated or a run starts rather than halfway through."""
+    profile()
+    embed_shards()
+    executor()
+    max_concurrent()
+    start_method()
+    refresh_sensor_interval()
+    clip_defaults()

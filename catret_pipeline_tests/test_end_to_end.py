@@ -42,7 +42,11 @@ def built(tmp_path_factory) -> Path:
 def test_every_asset_has_parquet_and_a_view(built):
     for name in EXPECTED_ASSETS:
         assert (built / "assets" / f"{name}.parquet").exists(), name
-    con = duckdb.connect(str(built / "catret.duckdb"), read_only=True)
+    con = duckdb.connect(
+        str(built / "catret.duckdb"),
+        read_only=True,
+        config={"file_search_path": str(built / "assets")},
+    )
     try:
         views = {
             r[0]

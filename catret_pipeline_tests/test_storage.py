@@ -72,7 +72,9 @@ def test_duckdb_catalog_views_answer(tmp_path):
     assert counts == {"metrics": 1, "products": 2, "parted": 2}
 
     # A reader holding the file open read-only does not block a rebuild.
-    reader = duckdb.connect(str(db), read_only=True)
+    # Views hold paths relative to the table root: a reader resolves them there.
+    search = {"file_search_path": str(assets)}
+    reader = duckdb.connect(str(db), read_only=True, config=search)
     assert reader.execute("select count(*) from products").fetchone()[0] == 2
     atomic_write_parquet(
         pl.DataFrame({"asin": ["a", "b", "c"], "title": ["x", "y", "z"]}),
@@ -81,7 +83,7 @@ def test_duckdb_catalog_views_answer(tmp_path):
     build_catalog(db, view_sources(assets))
     reader.close()
 
-    con = duckdb.connect(str(db), read_only=True)
+    con = duckdb.connect(str(db), read_only=True, config=search)
     assert con.execute("select count(*) from products").fetchone()[0] == 3
     assert con.execute("select r_precision from metrics").fetchone()[0] == 0.5
     con.close()

@@ -254,7 +254,12 @@ def test_duckdb_catalogue_views_on_a_file_url(tmp_path):
     listing, meta = _catalog(tmp_path, f"file://{tmp_path / 'tables'}")
     assert set(listing["kind"]) == {"view"}
     assert "views" in meta["mode"].value
-    con = duckdb.connect(str(tmp_path / "catret.duckdb"), read_only=True)
+    # Views hold paths relative to the table root (a copied data dir reads its own tables).
+    con = duckdb.connect(
+        str(tmp_path / "catret.duckdb"),
+        read_only=True,
+        config={"file_search_path": str(tmp_path / "tables")},
+    )
     try:
         assert con.execute("select count(*) from vectors").fetchone()[0] == 3
         kinds = dict(

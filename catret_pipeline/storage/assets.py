@@ -20,7 +20,8 @@ def build_duckdb_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefi
         kinds={"duckdb"},
         deps=list(upstream),
         description=(
-            "DuckDB file with one view per Parquet asset (absolute paths); with a remote "
+            "DuckDB file with one view per Parquet asset (paths relative to the table root); "
+            "with a remote "
             "table_store (not file://) each table is copied into the file instead."
         ),
     )
@@ -59,7 +60,10 @@ def build_duckdb_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefi
                     markdown_table(["view", "rows"], list(counts.items()))
                 ),
                 "example": dg.MetadataValue.text(
-                    f'duckdb -readonly {db_path} -c "select * from products limit 5"'
+                    f'catret sql --data-dir {storage.root} "select * from products limit 5"'
+                    if is_remote(root)
+                    else f"duckdb -readonly {db_path} -cmd \"set file_search_path='{root}'\" "
+                    '-c "select * from products limit 5"'
                 ),
             }
         )
