@@ -133,7 +133,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--catalogues", nargs="+", default=list(CATALOGUES), choices=list(CATALOGUES))
     ap.add_argument("--work", default="/tmp/catret-quality", type=Path)
-    ap.add_argument("--write-docs", action="store_true", help="rewrite the sections in docs/models.md")
+    ap.add_argument(
+        "--write-docs", action="store_true", help="rewrite the sections in docs/models.md"
+    )
     ap.add_argument("--no-build", action="store_true", help="only report on existing data dirs")
     args = ap.parse_args()
     for name in args.catalogues:

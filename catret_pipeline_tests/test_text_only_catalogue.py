@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 
 from catret_pipeline.definitions import build_resources
-from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.fusion.assets import FusionModelsConfig
 from catret_pipeline.retrieval.hybrid import HYBRID_MODEL
 from catret_pipeline.sample.edits import read_raw, write_raw
@@ -39,8 +38,7 @@ def built(tmp_path_factory):
     write_raw(raw, files)
     data = root / "data"
     resources = build_resources(str(data), str(raw))
-    resources["clip"] = OpenClipEncoder(model_name="catret-tiny-vit")
-    resources["text_encoder"] = TextEncoder()
+    # conftest.py puts the fast test encoders into the environment build_resources reads.
     fusion = FusionModelsConfig(epochs=2, min_steps=0, proj_dim=32, hidden_dims=[64], workers=1)
     result = dg.materialize(
         _defs(),
