@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from catret_pipeline.sample.generator import generate_sample
+from catret_pipeline_tests.conftest import TEST_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,7 @@ print("opened")
 
 def _env(home: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
+    env |= TEST_ENV  # the fast test encoders (conftest.py)
     env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if home is not None:
         env["DAGSTER_HOME"] = str(home)

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 
 from catret_pipeline.sample.generator import generate_sample
+from catret_pipeline_tests.conftest import TEST_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,7 @@ def setup(tmp_path_factory) -> dict:
     home = root / "dagster_home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
+    env |= TEST_ENV  # the fast test encoders (conftest.py)
     env |= {
         "CATRET_IMAGE_MIRROR": str(sample / "images"),
         "DAGSTER_HOME": str(home),
