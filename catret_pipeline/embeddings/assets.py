@@ -647,25 +647,6 @@ def category_clip_embeddings(
         raise ValueError(f"category prompt must contain {{name}}, got {config.prompt!r}")
     keys = ["node_id", "name"]
     model_id = clip.model_id
-    if not clip.aligned:
-        # The offline image tower comes with a random text tower: its prompt vectors would rank
-        # images at random under the name of the paper's CLIP baseline. No rows, no CLIP row.
-        reason = (
-            f"{model_id}: the text tower is not aligned with the image tower (no image-text "
-            "weights offline); the zero-shot CLIP baseline needs CATRET_PROFILE=pretrained or "
-            "a CLIP checkpoint"
-        )
-        context.log.warning(f"category_clip_embeddings: no rows: {reason}")
-        empty = pl.DataFrame(
-            schema={
-                "node_id": pl.String,
-                "name": pl.String,
-                "model_id": pl.String,
-                "content_hash": pl.String,
-                "embedding": pl.Array(pl.Float32, 1),
-            }
-        )
-        return _output(empty, {"skipped": dg.MetadataValue.text(reason)})
     table, meta = run_incremental(
         context,
         storage,
