@@ -56,21 +56,15 @@ class SettingData:
         return rel
 
 
-def _name_matrix(categories: CategoryVectors, names: Sequence[str]) -> np.ndarray:
-    """Unit category-name vectors, a zero row for a name without an embedding."""
+def _name_matrix(
+    categories: CategoryVectors, names: Sequence[str], normalize: bool = True
+) -> np.ndarray:
+    """Category-name vectors (unit length unless ``normalize=False``), a zero row for a name
+    without an embedding."""
     out = np.zeros((len(names), categories.dim), dtype=np.float32)
     found = [i for i, n in enumerate(names) if n in categories.by_name]
     if found:
-        vecs, _ = categories.for_names([names[i] for i in found], normalize=True)
-        out[found] = vecs
-    return out
-
-
-def _raw_name_matrix(categories: CategoryVectors, names: Sequence[str]) -> np.ndarray:
-    out = np.zeros((len(names), categories.dim), dtype=np.float32)
-    found = [i for i, n in enumerate(names) if n in categories.by_name]
-    if found:
-        vecs, _ = categories.for_names([names[i] for i in found], normalize=False)
+        vecs, _ = categories.for_names([names[i] for i in found], normalize=normalize)
         out[found] = vecs
     return out
 
@@ -128,7 +122,7 @@ class HybridContext:
             p = inference.encode_products(
                 None, head.model, head.setting, asins, self.products, loaded=head
             )
-            c = head.encode_category_inputs(_raw_name_matrix(self.categories, names))
+            c = head.encode_category_inputs(_name_matrix(self.categories, names, normalize=False))
             known = np.array([n in self.categories.by_name for n in names], dtype=bool)
             c[~known] = 0.0
             out["head"] = cosine_matrix(c, p)
