@@ -51,6 +51,7 @@ from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.duckdb_catalog import view_sources
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline_tests.conftest import TEST_ENV
 from catret_pipeline_tests.test_embeddings_assets import write_tree
 
 PRODUCT_ASSETS = [spec.name for spec in PRODUCT_EMBEDDINGS]
@@ -391,6 +392,10 @@ def test_sharded_multiprocess_build_equals_unsharded_in_process(tmp_path, monkey
     generate_sample(sample, n_products=N_PRODUCTS)
     for name in [n for n in os.environ if n.startswith("CATRET_")]:
         monkeypatch.delenv(name)
+    # Back to the test encoders at fp32: bf16 (auto on some CPUs) gives batch-dependent vectors,
+    # and shards batch differently from one process.
+    for name, value in TEST_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("CATRET_RAW_ROOT", str(sample / "xmarket"))
     monkeypatch.setenv("CATRET_IMAGE_MIRROR", str(sample / "images"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
