@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from catret_pipeline.retrieval.hybrid import HYBRID_MODEL
-from catret_pipeline.retrieval.vectors import text_baseline_name
+from catret_pipeline.retrieval.vectors import CLIP_RANDOM_INIT, text_baseline_name
 from catret_pipeline_tests.test_definitions import EXPECTED_ASSETS
 
 pytestmark = pytest.mark.slow
@@ -69,6 +69,8 @@ def test_every_asset_has_parquet_and_a_view(built):
     text_baseline = text_baseline_name(text_ids.unique().to_list())
     assert {"bm25", text_baseline, "clip-i", "clip-ia", "clip-ita", "clip-ita-masked"} <= models
     assert HYBRID_MODEL in models
+    # The test CLIP is random-init: its zero-shot row must never pass for the paper's CLIP.
+    assert CLIP_RANDOM_INIT in models and "clip" not in models
     assert {r[1] for r in rows} == {"all", "general", "specific"}
 
 

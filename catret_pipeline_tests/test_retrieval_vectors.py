@@ -4,7 +4,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.retrieval.vectors import VectorTables, embedding_matrix
+from catret_pipeline.retrieval.vectors import (
+    CLIP_RANDOM_INIT,
+    VectorTables,
+    clip_baseline_name,
+    embedding_matrix,
+)
 
 
 def arr(rows, dim=None):
@@ -95,3 +100,22 @@ def test_trained_model_named_like_a_baseline_is_refused():
     )
     with pytest.raises(ValueError, match="clash"):
         bad.vector_models()
+
+
+def test_clip_row_is_named_random_init_unless_the_towers_are_aligned():
+    from catret_pipeline.encoders.openclip import ClipSpec
+
+    random_tiny = ClipSpec(model_name="catret-tiny-vit").model_id
+    packaged = ClipSpec(model_name="catret-effnet-lite0").model_id
+    tagged = ClipSpec(model_name="ViT-B-32", pretrained="laion2b_s34b_b79k").model_id
+    assert clip_baseline_name([random_tiny]) == CLIP_RANDOM_INIT
+    assert clip_baseline_name([packaged]) == CLIP_RANDOM_INIT
+    assert clip_baseline_name([tagged]) == "clip"
+    # a mix (a refresh half way between encoders) is not the paper's CLIP either
+    assert clip_baseline_name([tagged, random_tiny]) == CLIP_RANDOM_INIT
+    # the id agrees with the spec's own flag
+    for spec in (
+        ClipSpec(model_name="catret-tiny-vit"),
+        ClipSpec(model_name="ViT-B-32", pretrained="x"),
+    ):
+        assert clip_baseline_name([spec.model_id]) == ("clip" if spec.aligned else CLIP_RANDOM_INIT)

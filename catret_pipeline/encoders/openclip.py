@@ -159,6 +159,22 @@ class ClipSpec:
         return ":".join(parts)
 
 
+def model_id_is_aligned(model_id: str) -> bool:
+    """Whether embeddings under this :attr:`ClipSpec.model_id` come from aligned towers.
+
+    The reverse of :attr:`ClipSpec.aligned` for tables that only keep the id: random init
+    (``random-seedN``) and packaged image-only weights are not aligned; a pretrained tag or a
+    checkpoint is. An id not of this module's form (a test's, another encoder's) is taken as
+    aligned, so that only ids we know to be random are ever relabelled.
+    """
+    parts = model_id.split(":")
+    if len(parts) < 3 or parts[0] != "openclip":
+        return True
+    weights = parts[2]
+    packaged = {tower.weights.stem for tower in _packaged_towers().values()}
+    return not (weights.startswith("random-seed") or weights in packaged)
+
+
 def file_fingerprint(path: str | os.PathLike) -> str:
     """First 16 hex of the file's sha256, cached per (path, size, mtime) for the process."""
     p = Path(path).expanduser()

@@ -26,11 +26,13 @@ DISPLAY_NAMES: dict[str, str] = {v: k for k, v in MODEL_IDS.items()} | {
     "catret-hybrid": "catret-hybrid (ours)",
     "minilm": "MiniLM (zero-shot, not the paper's MPNet)",
     "text-zero-shot": "text encoder (zero-shot)",
+    "clip-random-init": "CLIP (random init: no aligned weights offline, not the paper's CLIP)",
 }
 #: Report order: zero-shot baselines, ablations, the paper's model, then our variants.
 MODEL_ORDER: tuple[str, ...] = (
     "bm25",
     "clip",
+    "clip-random-init",
     "mpnet",
     "minilm",
     "text-zero-shot",

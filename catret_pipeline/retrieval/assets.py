@@ -31,6 +31,7 @@ from catret_pipeline.retrieval.vectors import (
     ZERO_SHOT_MODELS,
     VectorSet,
     VectorTables,
+    clip_baseline_name,
     text_baseline_name,
 )
 from catret_pipeline.storage.resources import CatretStorage
@@ -778,10 +779,17 @@ def retrieval_runs(
                 "note": "hybrid: exact fused scores over the test collection",
             }
         )
-    text_ids = title_embeddings.select(pl.col("model_id").unique()).collect()["model_id"]
-    text_name = text_baseline_name([str(m) for m in text_ids.drop_nulls().to_list()])
-    # The title-vs-name baseline is the paper's MPNet only when the encoder is MPNet.
-    rename = pl.when(pl.col("model") == "mpnet").then(pl.lit(text_name)).otherwise("model")
+    text_name = text_baseline_name(_model_ids(title_embeddings))
+    clip_name = clip_baseline_name(_model_ids(category_clip_embeddings))
+    # The title-vs-name baseline is the paper's MPNet only when the encoder is MPNet, and the
+    # image-vs-name one the paper's CLIP only when its towers are aligned.
+    rename = (
+        pl.when(pl.col("model") == "mpnet")
+        .then(pl.lit(text_name))
+        .when(pl.col("model") == "clip")
+        .then(pl.lit(clip_name))
+        .otherwise("model")
+    )
     df = pl.concat([pl.DataFrame(out, schema=RUN_COLUMNS), hybrid]).with_columns(
         rename.alias("model")
     )
@@ -794,6 +802,13 @@ def retrieval_runs(
             "n_queries_without_vector": dg.MetadataValue.int(int(summary_df["no_vector"].sum())),
         },
     )
+
+
+def _model_ids(table: pl.LazyFrame) -> list[str]:
+    if "model_id" not in table.collect_schema().names():
+        return []
+    ids = table.select(pl.col("model_id").unique()).collect()["model_id"]
+    return [str(m) for m in ids.drop_nulls().to_list()]
 
 
 ASSETS = build_assets(1)

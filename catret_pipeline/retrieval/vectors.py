@@ -38,6 +38,19 @@ def text_baseline_name(model_ids: list[str]) -> str:
     return "text-zero-shot"
 
 
+#: The zero-shot CLIP row's name when its towers were never trained together (the offline
+#: profile: random or image-only weights). Its scores are noise; it is kept, under this name, so
+#: the table says what the offline profile lacks, and never counts as the paper's CLIP.
+CLIP_RANDOM_INIT = "clip-random-init"
+
+
+def clip_baseline_name(model_ids: list[str]) -> str:
+    """The reported name of the ``clip`` (image vs name cosine) baseline for these encoders."""
+    from catret_pipeline.encoders.openclip import model_id_is_aligned
+
+    return "clip" if all(model_id_is_aligned(m) for m in model_ids) else CLIP_RANDOM_INIT
+
+
 Frame = pl.DataFrame | pl.LazyFrame
 
 
