@@ -12,12 +12,16 @@ from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
 from catret_pipeline.retrieval.hnsw_index import (
     META_KEY,
     HnswParams,
+    RecallTarget,
     UpdatePolicy,
+    build_index,
     load_index,
     plan_index_update,
     read_index_meta,
+    recall_at_k,
     refresh_index,
     search,
+    tune_ef,
 )
 
 
@@ -368,3 +372,41 @@ def test_plan_refuses_bad_input(tmp_path):
         plan_index_update(*paths(tmp_path), ["a", "b"], np.eye(3))
     with pytest.raises(ValueError, match="rebuild_fraction"):
         UpdatePolicy(rebuild_fraction=-1)
+
+
+# --- ef tuned to a recall target -----------------------------------------------------------------
+
+
+def test_recall_target_raises_ef_until_the_bound_is_met_and_is_kept_on_refresh(tmp_path):
+    rng = np.random.default_rng(3)
+    items = {f"A{i:04d}": v for i, v in enumerate(unit(rng, 1500, 48))}
+    queries = unit(rng, 60, 48)
+    params = HnswParams(M=4, ef_construction=16, ef=10)
+    plain = refresh(tmp_path, items, params, name="plain")
+    keys = sorted(items)
+    vecs = np.stack([items[k] for k in keys])
+    row_of = dict(zip(plain.loaded.labels, plain.loaded.row_ids, strict=True))
+    ids = np.array([row_of[k] for k in keys])
+    low = recall_at_k(plain.loaded.index, vecs, queries, 10, ids=ids)
+    assert low < 0.95  # a starved graph at ef 10: the case the target is for
+
+    target = RecallTarget(queries, bound=0.99, k=10, ef_max=2000)
+    tuned = refresh(tmp_path, items, params, recall=target)
+    assert tuned.loaded.ef > params.ef
+    assert recall_at_k(tuned.loaded.index, vecs, queries, 10, ids=ids) >= 0.99
+    meta = read_index_meta(paths(tmp_path)[1])
+    assert (meta["ef"], meta["ef_requested"]) == (tuned.loaded.ef, 10)
+    assert load_index(*paths(tmp_path)).ef == tuned.loaded.ef
+    # the tuned ef is not read as a changed parameter: nothing to do on an unchanged refresh
+    again = refresh(tmp_path, items, params, recall=target)
+    assert (again.action, again.loaded.ef) == ("unchanged", tuned.loaded.ef)
+
+
+def test_recall_target_stops_at_ef_max():
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 1500, 48)
+    starved = build_index(vecs, None, HnswParams(M=2, ef_construction=2, ef=4))
+    ef, recall = tune_ef(
+        starved, vecs, np.arange(1500), RecallTarget(unit(rng, 30, 48), 1.1, 10, 12)
+    )
+    assert ef == 12 and starved.ef == 12 and recall <= 1.0

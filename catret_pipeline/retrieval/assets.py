@@ -19,6 +19,7 @@ from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hnsw_index import (
     HnswParams,
     LoadedIndex,
+    RecallTarget,
     UpdatePolicy,
     load_index,
     recall_at_k,
@@ -79,7 +80,13 @@ class IndexConfig(dg.Config):
     ef_construction: int = Field(default=200, description="Candidate list size while building.")
     ef: int = Field(
         default=100,
-        description="Candidate list size while searching; raised to k for deeper queries.",
+        description="Candidate list size while searching; raised to k for deeper queries, and "
+        "doubled (up to ef_max) while a sample of queries misses recall_bound.",
+    )
+    ef_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Largest ef the build may raise the search ef to, to meet recall_bound.",
     )
     threads: int = Field(
         default=1,
@@ -252,6 +259,17 @@ def build_index_rows(
                 continue
             bin_path = storage.path("indexes", model, f"{setting}.bin")
             labels_path = storage.path("indexes", model, f"{setting}.labels.parquet")
+            names = query_plan(pairs, setting)["query"].to_list()
+            _check_dims(queries, products.dim, f"{model}/{setting}")
+            categories = _category_matrix(queries, names, products.dim)
+            n_sample = max(1, config.recall_sample_queries)
+            # ef is tuned on another draw than the one the recall (and the check) is measured on.
+            tuning = RecallTarget(
+                recall_queries(products.matrix, categories, n_sample, config.seed + 1),
+                config.recall_bound,
+                RECALL_K,
+                max(config.ef_max, config.ef),
+            )
             done = refresh_index(
                 bin_path,
                 labels_path,
@@ -261,15 +279,9 @@ def build_index_rows(
                 policy,
                 threads=config.threads,
                 extra={"model": model, "setting": setting},
+                recall=tuning,
             )
-            names = query_plan(pairs, setting)["query"].to_list()
-            _check_dims(queries, products.dim, f"{model}/{setting}")
-            sample = recall_queries(
-                products.matrix,
-                _category_matrix(queries, names, products.dim),
-                max(1, config.recall_sample_queries),
-                config.seed,
-            )
+            sample = recall_queries(products.matrix, categories, n_sample, config.seed)
             # Measured against exact search over the new vectors, whichever path produced the
             # index: an update must be as good as a build.
             row_id_of = dict(
@@ -279,6 +291,7 @@ def build_index_rows(
             row.update(
                 index_path=str(bin_path.relative_to(storage.root)),
                 labels_path=str(labels_path.relative_to(storage.root)),
+                ef=done.loaded.ef,
                 bytes=int(done.meta["index_bytes"]),
                 build_seconds=round(done.seconds, 4),
                 recall_at_10=recall_at_k(done.loaded, products.matrix, sample, RECALL_K, ids=ids),
@@ -291,7 +304,7 @@ def build_index_rows(
             context.log.info(
                 f"{model}/{setting}: {done.action} ({done.reason}); {len(products)} items "
                 f"(+{done.n_added} -{done.n_removed} ~{done.n_changed}), dim {products.dim}, "
-                f"{done.seconds:.2f} s, recall@10 {row['recall_at_10']:.4f}"
+                f"{done.seconds:.2f} s, ef {done.loaded.ef}, recall@10 {row['recall_at_10']:.4f}"
             )
             rows.append(row)
     return pl.DataFrame(rows, schema=INDEX_COLUMNS)
