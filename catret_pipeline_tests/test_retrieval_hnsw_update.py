@@ -400,6 +400,10 @@ def test_recall_target_raises_ef_until_the_bound_is_met_and_is_kept_on_refresh(t
     # the tuned ef is not read as a changed parameter: nothing to do on an unchanged refresh
     again = refresh(tmp_path, items, params, recall=target)
     assert (again.action, again.loaded.ef) == ("unchanged", tuned.loaded.ef)
+    # an index saved before the target existed gets its ef raised without a rebuild
+    late = refresh(tmp_path, items, params, name="plain", recall=target)
+    assert late.action == "updated" and "below recall_bound" in late.reason
+    assert late.loaded.ef == tuned.loaded.ef
 
 
 def test_recall_target_stops_at_ef_max():

@@ -753,7 +753,14 @@ def refresh_index(
     started = time.perf_counter()
     plan = plan_index_update(path_bin, path_labels, asins, vectors, params, policy)
     counts = (len(plan.added), len(plan.removed), len(plan.changed))
-    if plan.action == "unchanged":
+    if plan.action == "unchanged" and recall is not None and len(recall.queries):
+        prev = plan.previous
+        keys, vecs = _new_items(asins, vectors)
+        row_of = dict(zip(prev.labels.tolist(), prev.row_ids.tolist(), strict=True))
+        ids = np.array([row_of[a] for a in keys], dtype=np.int64)
+        if recall_at_k(prev.index, vecs, recall.queries, recall.k, ids=ids) < recall.bound:
+            # Saved before ef was tuned (or the bound was raised): same items, new ef.
+            plan.action, plan.reason = "updated", f"ef {prev.ef} below recall_bound"
         prev = plan.previous
         assert prev is not None
         return IndexRefresh(
