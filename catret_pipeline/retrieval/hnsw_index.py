@@ -761,6 +761,7 @@ def refresh_index(
         if recall_at_k(prev.index, vecs, recall.queries, recall.k, ids=ids) < recall.bound:
             # Saved before ef was tuned (or the bound was raised): same items, new ef.
             plan.action, plan.reason = "updated", f"ef {prev.ef} below recall_bound"
+    if plan.action == "unchanged":
         prev = plan.previous
         assert prev is not None
         return IndexRefresh(
