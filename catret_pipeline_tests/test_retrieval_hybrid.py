@@ -8,9 +8,11 @@ import pytest
 
 from catret_pipeline.evaluation.margins import baseline_margins
 from catret_pipeline.retrieval.hybrid import (
+    choose_shrinkage,
     fit_routes,
     fit_weights,
     fuse,
+    grid_quality,
     prototypes,
     rank_routed,
     ranking_quality,
@@ -112,7 +114,9 @@ def test_small_route_falls_back_to_all_query_weights():
 def test_plain_argmax_without_bootstrap():
     rng = np.random.default_rng(3)
     z, rel, _ = _world(rng, 10, 10, 1.0, seen_fraction=1.0)
-    w, rp, _, single = fit_weights(z, rel, np.arange(10), ["title", "head"], 0.5, n_bootstrap=0)
+    w, rp, _, single, _ = fit_weights(
+        z, rel, np.arange(10), ["title", "head"], 0.5, n_bootstrap=0, shrink=False
+    )
     assert w in simplex_grid(["title", "head"], 0.5)
     assert rp >= max(single.values()) - 1e-9
 
@@ -154,3 +158,44 @@ def test_baseline_margins_picks_the_best_baseline_per_subset():
     assert rows["unseen"]["best_baseline"] == "mpnet"
     assert rows["unseen"]["margin"] == pytest.approx(-0.1)
     assert rows["all"]["n_queries"] == 16
+
+
+def _noisy_world(rng, n_names, per_name=10):
+    """One moderately informative component and three that are noise: on a few validation
+    queries the noise fits by chance."""
+    n = n_names * per_name
+    labels = np.repeat(np.arange(n_names), per_name)
+    relevant = labels[None, :] == np.arange(n_names)[:, None]
+    z = {"title": zscore_rows(relevant * 1.0 + rng.normal(0, 1.2, (n_names, n)))}
+    for name in ("n1", "n2", "n3"):
+        z[name] = zscore_rows(rng.normal(0, 1.0, (n_names, n)))
+    return z, relevant
+
+
+def test_cross_validated_shrinkage_pulls_a_chance_fit_back_to_the_informative_component():
+    comps = ["title", "n1", "n2", "n3"]
+    z_val, rel_val = _noisy_world(np.random.default_rng(11), 8)
+    z_test, rel_test = _noisy_world(np.random.default_rng(12), 200)
+    rows = np.arange(8)
+    loose, *_ = fit_weights(z_val, rel_val, rows, comps, 0.1, shrink=False)
+    shrunk, _, _, _, level = fit_weights(z_val, rel_val, rows, comps, 0.1)
+    assert loose["title"] < 0.9  # the noise components earned weight on 8 queries
+    assert level > 0 and shrunk["title"] > loose["title"]
+    quality = {
+        name: np.nanmean(ranking_quality(fuse(z_test, w), rel_test)[0])
+        for name, w in (("loose", loose), ("shrunk", shrunk))
+    }
+    assert quality["shrunk"] > quality["loose"]
+
+
+def test_no_shrinkage_when_fusion_beats_every_component_out_of_fold():
+    rng = np.random.default_rng(4)
+    z, rel, _ = _world(rng, 30, 10, 1.0, seen_fraction=1.0)
+    comps = ["title", "head"]
+    grid = simplex_grid(comps, 0.1)
+    rp, ap = grid_quality(z, rel, np.arange(30), grid)
+    level, score = choose_shrinkage(
+        z, rel, np.arange(30), comps, grid, 0.5 * (rp + ap), n_bootstrap=50, seed=0
+    )
+    assert score.shape == (5,) and level < 1.0
+    assert score[0] >= score[-1]

@@ -113,6 +113,8 @@ class FittedWeights:
     single: dict[str, float]
     #: True when the route had too few validation queries and took the all-query weights.
     fallback: bool
+    #: How far the weights were pulled towards the best single component (0: not at all).
+    shrinkage: float = 0.0
 
 
 def grid_quality(
@@ -131,6 +133,89 @@ def grid_quality(
     return rp, ap
 
 
+#: Shrinkage levels tried between the fitted weights (0) and the best single component (1).
+SHRINKAGE_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _bagged_argmax(
+    objective: np.ndarray, matrix: np.ndarray, rng: np.random.Generator, n_bootstrap: int
+) -> np.ndarray:
+    """Weight vector: mean over bootstrap resamples of the query columns of each resample's best
+    grid row (plain argmax for ``n_bootstrap`` <= 0)."""
+    if n_bootstrap <= 0:
+        return matrix[int(np.argmax(objective.mean(axis=1)))]
+    n = objective.shape[1]
+    picks = np.zeros(matrix.shape[1])
+    for _ in range(n_bootstrap):
+        sample = rng.integers(0, n, size=n)
+        picks += matrix[int(np.argmax(objective[:, sample].mean(axis=1)))]
+    return picks / n_bootstrap
+
+
+def _single_rows(grid: Sequence[Mapping[str, float]]) -> dict[str, int]:
+    """Grid row of each component alone."""
+    out = {}
+    for g, w in enumerate(grid):
+        nonzero = [c for c, v in w.items() if v]
+        if len(nonzero) == 1:
+            out[nonzero[0]] = g
+    return out
+
+
+def _shrunk(weights: np.ndarray, best: int, level: float) -> np.ndarray:
+    onehot = np.zeros_like(weights)
+    onehot[best] = 1.0
+    return (1.0 - level) * weights + level * onehot
+
+
+def choose_shrinkage(
+    z: Mapping[str, np.ndarray],
+    relevant: np.ndarray,
+    rows: np.ndarray,
+    comps: Sequence[str],
+    grid: Sequence[Mapping[str, float]],
+    objective: np.ndarray,
+    n_bootstrap: int,
+    seed: int,
+    folds: int = 5,
+    repeats: int = 4,
+) -> tuple[float, np.ndarray]:
+    """The shrinkage level (of :data:`SHRINKAGE_LEVELS`) with the best cross-validated score.
+
+    Why: a route's weights are fitted on a few dozen validation queries, and on a new-category
+    route the fit can stray from the best single ranker on the strength of a handful of
+    queries (amazon-toys, MiniLM and MPNet builds: validation gains that did not hold). Each
+    fold fits the bagged weights and the best single component on the other folds and scores
+    every level between the two on its own queries (repeated K-fold, per-query objective as in
+    :func:`fit_weights`), so how far to trust the fit is itself decided on validation. Ties go
+    to the least shrinkage. Returns (level, mean held-out objective per level).
+    """
+    n = rows.size
+    k = min(folds, n)
+    matrix = np.array([[w[c] for c in comps] for w in grid])
+    single = _single_rows(grid)
+    comp_index = {c: i for i, c in enumerate(comps)}
+    total = np.zeros(len(SHRINKAGE_LEVELS))
+    rng = np.random.default_rng(seed)
+    if k < 2:
+        return 0.0, total
+    for _ in range(repeats):
+        parts = np.array_split(rng.permutation(n), k)
+        for f in range(k):
+            held = parts[f]
+            train = np.concatenate([parts[g] for g in range(k) if g != f])
+            fitted = _bagged_argmax(objective[:, train], matrix, rng, n_bootstrap)
+            means = {c: objective[g, train].mean() for c, g in single.items()}
+            best = comp_index[max(comps, key=lambda c: (means.get(c, -1.0), -comp_index[c]))]
+            sub = {c: z[c][rows[held]] for c in comps}
+            for i, level in enumerate(SHRINKAGE_LEVELS):
+                w = dict(zip(comps, _shrunk(fitted, best, level), strict=True))
+                rp, ap = ranking_quality(fuse(sub, w), relevant[rows[held]])
+                total[i] += np.nan_to_num(0.5 * (rp + ap), nan=0.0).sum()
+    score = total / (repeats * n)
+    return float(SHRINKAGE_LEVELS[int(np.argmax(score))]), score
+
+
 def fit_weights(
     z: Mapping[str, np.ndarray],
     relevant: np.ndarray,
@@ -139,18 +224,21 @@ def fit_weights(
     step: float = 0.1,
     n_bootstrap: int = 200,
     seed: int = 0,
-) -> tuple[dict[str, float], float, float, dict[str, float]]:
+    shrink: bool = True,
+) -> tuple[dict[str, float], float, float, dict[str, float], float]:
     """Weights for ``components`` from the validation queries ``query_rows``.
 
     Each grid point is scored per query by the mean of R-precision and AP (AP uses the whole
     ranking, so it separates grid points that R-precision alone ties on few queries). The
-    weights are the bagged argmax: the mean, over ``n_bootstrap`` resamples of the queries, of
-    the best grid point of each resample (ties: grid order). With the few validation queries a
-    new-category route has, a plain argmax follows single queries; bagging averages that
-    noise out, and ``n_bootstrap=0`` gives the plain argmax.
+    fitted weights are the bagged argmax: the mean, over ``n_bootstrap`` resamples of the
+    queries, of the best grid point of each resample (ties: grid order). With the few
+    validation queries a new-category route has, a plain argmax follows single queries; bagging
+    averages that noise out, and ``n_bootstrap=0`` gives the plain argmax. With ``shrink`` they
+    are then pulled towards the best single component by the level
+    :func:`choose_shrinkage` picks by cross-validation on the same queries.
 
     Returns (weights, their validation R-precision, their AP, each component alone's
-    R-precision).
+    R-precision, the shrinkage level).
     """
     rows = np.asarray(query_rows, dtype=np.int64)
     if rows.size == 0:
@@ -159,24 +247,21 @@ def fit_weights(
     grid = simplex_grid(comps, step)
     rp, ap = grid_quality(z, relevant, rows, grid)
     objective = np.nan_to_num(0.5 * (rp + ap), nan=0.0)
-    single = {}
-    for g, w in enumerate(grid):
-        nonzero = [c for c, v in w.items() if v]
-        if len(nonzero) == 1:
-            single[nonzero[0]] = float(np.nanmean(rp[g]))
-    if n_bootstrap <= 0:
-        chosen = grid[int(np.argmax(objective.mean(axis=1)))]
-    else:
-        rng = np.random.default_rng(seed)
-        matrix = np.array([[w[c] for c in comps] for w in grid])
-        picks = np.zeros(len(comps))
-        for _ in range(n_bootstrap):
-            sample = rng.integers(0, rows.size, size=rows.size)
-            picks += matrix[int(np.argmax(objective[:, sample].mean(axis=1)))]
-        picks /= n_bootstrap
-        chosen = {c: float(round(v, 4)) for c, v in zip(comps, picks, strict=True)}
+    single_rows = _single_rows(grid)
+    single = {c: float(np.nanmean(rp[g])) for c, g in single_rows.items()}
+    matrix = np.array([[w[c] for c in comps] for w in grid])
+    fitted = _bagged_argmax(objective, matrix, np.random.default_rng(seed), n_bootstrap)
+    level = 0.0
+    if shrink:
+        level, _ = choose_shrinkage(
+            z, relevant, rows, comps, grid, objective, n_bootstrap, seed + 1
+        )
+        means = {c: objective[g].mean() for c, g in single_rows.items()}
+        best = comps.index(max(comps, key=lambda c: (means.get(c, -1.0), -comps.index(c))))
+        fitted = _shrunk(fitted, best, level)
+    chosen = {c: float(round(v, 4)) for c, v in zip(comps, fitted, strict=True)}
     rps, aps = ranking_quality(fuse({c: z[c][rows] for c in comps}, chosen), relevant[rows])
-    return chosen, float(np.nanmean(rps)), float(np.nanmean(aps)), single
+    return chosen, float(np.nanmean(rps)), float(np.nanmean(aps)), single, level
 
 
 def fit_routes(
@@ -188,6 +273,7 @@ def fit_routes(
     min_route_queries: int = 5,
     n_bootstrap: int = 200,
     seed: int = 0,
+    shrink: bool = True,
 ) -> dict[str, FittedWeights]:
     """Weights per route (``seen`` / ``unseen`` query rows of the validation matrices).
 
@@ -211,12 +297,14 @@ def fit_routes(
                 route, {c: 1.0 / len(comps) for c in comps}, 0, float("nan"), float("nan"), {}, True
             )
             continue
-        w, rp, ap, single = fit_weights(z, relevant, fit_rows, comps, step, n_bootstrap, seed)
+        w, rp, ap, single, level = fit_weights(
+            z, relevant, fit_rows, comps, step, n_bootstrap, seed, shrink
+        )
         if fallback and rows.size:
             # Report what the borrowed weights score on the route's own few queries.
             rps, aps = ranking_quality(fuse({c: z[c][rows] for c in comps}, w), relevant[rows])
             rp, ap = float(np.nanmean(rps)), float(np.nanmean(aps))
-        out[route] = FittedWeights(route, w, int(rows.size), rp, ap, single, fallback)
+        out[route] = FittedWeights(route, w, int(rows.size), rp, ap, single, fallback, level)
     return out
 
 

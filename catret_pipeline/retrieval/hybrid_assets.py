@@ -36,6 +36,7 @@ HYBRID_WEIGHTS_SCHEMA = {
     "fallback": pl.Boolean,
     "val_r_precision": pl.Float64,
     "val_ap": pl.Float64,
+    "shrinkage": pl.Float64,
     **{f"w_{c}": pl.Float64 for c in COMPONENTS},
     **{f"val_r_precision_{c}": pl.Float64 for c in COMPONENTS},
 }
@@ -60,6 +61,12 @@ class HybridConfig(dg.Config):
         ge=1,
         description="A route (seen / unseen names) with fewer validation queries takes the "
         "weights fitted on all validation queries.",
+    )
+    shrink: bool = Field(
+        True,
+        description="Pull each route's weights towards its best single component by the "
+        "amount cross-validation on the validation queries picks (0 = none, 1 = that component "
+        "alone).",
     )
     head_model: str = Field(
         "",
@@ -153,6 +160,7 @@ def hybrid_weights(
             comps,
             step=config.grid_step,
             min_route_queries=config.min_route_queries,
+            shrink=config.shrink,
         )
         for route in ROUTES:
             f = fitted[route]
@@ -165,6 +173,7 @@ def hybrid_weights(
                     "fallback": f.fallback,
                     "val_r_precision": f.val_r_precision,
                     "val_ap": f.val_ap,
+                    "shrinkage": f.shrinkage,
                     **{f"w_{c}": f.weights.get(c, 0.0) for c in COMPONENTS},
                     **{f"val_r_precision_{c}": f.single.get(c) for c in COMPONENTS},
                 }
@@ -177,7 +186,7 @@ def hybrid_weights(
             )
     df = pl.DataFrame(rows, schema=HYBRID_WEIGHTS_SCHEMA)
     table = markdown_table(
-        ["setting", "route", "head", "val queries", "val R-prec", *COMPONENTS],
+        ["setting", "route", "head", "val queries", "val R-prec", "shrinkage", *COMPONENTS],
         [
             [
                 r["setting"],
@@ -187,7 +196,8 @@ def hybrid_weights(
                 "-"
                 if r["val_r_precision"] != r["val_r_precision"]
                 else f"{r['val_r_precision']:.4f}",
-                *(f"{r[f'w_{c}']:.1f}" for c in COMPONENTS),
+                f"{r['shrinkage']:.2f}",
+                *(f"{r[f'w_{c}']:.2f}" for c in COMPONENTS),
             ]
             for r in df.iter_rows(named=True)
         ],
