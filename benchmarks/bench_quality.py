@@ -48,12 +48,26 @@ SUBSETS = ("seen", "unseen")
 MIN_QUERIES = 5
 
 
+def build_env(raw: Path | None, mirror: Path | None, base: dict[str, str]) -> dict[str, str]:
+    """Environment of one catalogue's build: the caller's CATRET_* settings dropped.
+
+    The generated sample keeps the pipeline's default mirror (its own image folder); an empty
+    CATRET_IMAGE_MIRROR would disable it and send every image to the network, which on an
+    offline machine leaves the sample without images.
+    """
+    env = {k: v for k, v in base.items() if not k.startswith("CATRET_")}
+    env["DAGSTER_DISABLE_TELEMETRY"] = "1"
+    if mirror is not None:
+        env["CATRET_IMAGE_MIRROR"] = str(mirror)
+    elif raw is not None:
+        env["CATRET_IMAGE_MIRROR"] = ""
+    return env
+
+
 def build(name: str, work: Path) -> tuple[Path, float]:
     raw, mirror, _ = CATALOGUES[name]
     data = work / name
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CATRET_")}
-    env["DAGSTER_DISABLE_TELEMETRY"] = "1"
-    env["CATRET_IMAGE_MIRROR"] = str(mirror) if mirror else ""
+    env = build_env(raw, mirror, dict(os.environ))
     cmd = [sys.executable, "-m", "catret_pipeline.cli", "materialize", "--data-dir", str(data)]
     if raw is not None:
         cmd += ["--raw-root", str(raw)]
