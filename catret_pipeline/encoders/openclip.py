@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from catret_pipeline.workers.lifetime import exit_with
+
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 #: What real runs use (see docs/models.md); needs the weights downloadable or cached.
@@ -390,8 +392,9 @@ _WORKER_STAGE: Any = None
 _WORKER_SIZE = 0
 
 
-def _init_decode_worker(stage, size: int) -> None:
+def _init_decode_worker(stage, size: int, owner: int) -> None:
     global _WORKER_STAGE, _WORKER_SIZE
+    exit_with(owner)
     _WORKER_STAGE, _WORKER_SIZE = stage, size
 
 
@@ -436,7 +439,7 @@ class ProcessDecoder:
                 max_workers=processes,
                 mp_context=mp.get_context(method),
                 initializer=_init_decode_worker,
-                initargs=(stages[0], clip.image_size),
+                initargs=(stages[0], clip.image_size, os.getpid()),
             )
 
         self._start = start

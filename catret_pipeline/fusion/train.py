@@ -43,6 +43,7 @@ from catret_pipeline.fusion.retrain import (
     training_keys,
     write_train_keys,
 )
+from catret_pipeline.workers.lifetime import exit_with
 
 #: Bumped when training semantics change, so old artefacts are not reused.
 ARTEFACT_VERSION = 1
@@ -977,7 +978,9 @@ def run_jobs(
 
     # spawn, not fork: forking a process whose torch/OpenMP threads already ran can deadlock.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(order)), mp_context=ctx, initializer=exit_with
+    ) as pool:
         futures = {pool.submit(_train_job, jobs[lead]): lead for lead in order}
         for fut in as_completed(futures):
             done(futures[fut], fut.result())
