@@ -120,6 +120,34 @@ def test_a_name_resolving_to_loopback_is_refused():
         assert srv.total_hits() == 0
 
 
+@pytest.mark.parametrize("host", ["[::1]", "0x7f000001", "2130706433", "127.1", "0.0.0.0"])
+def test_other_spellings_of_this_machine_are_refused(host):
+    # Judged on what the name resolves to, not on how the URL spells it.
+    with serve() as srv:
+        srv.static("/img/a.jpg", jpeg_bytes())
+        r = fetch_one(f"http://{host}:{srv.port}/img/a.jpg", FetchOptions(**QUICK))
+        assert (r.status, r.reason) == ("refused", "refused_address"), r.detail
+        assert srv.total_hits() == 0
+
+
+def test_through_a_proxy_the_target_is_still_checked(monkeypatch):
+    # The "proxy" is a real server on 127.0.0.1 that answers any path; urllib sends it the
+    # full target URL. The target is checked first; the proxy itself is the operator's.
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with serve() as proxy:
+        body = jpeg_bytes(seed=4)
+        proxy.routes["*"] = lambda h, _hit: h.send_body(body)
+        monkeypatch.setenv("http_proxy", proxy.url(""))
+        allow = AllowList.parse("images.proxied-test.lan")  # its own opener, built after setenv
+        refused = fetch_one("http://10.1.2.3/a.jpg", FetchOptions(allow=allow, **QUICK))
+        assert (refused.status, refused.reason) == ("refused", "refused_address")
+        assert proxy.total_hits() == 0
+        ok = fetch_one("http://images.proxied-test.lan/a.jpg", FetchOptions(allow=allow, **QUICK))
+        assert ok.status == "ok" and ok.sha256 == hashlib.sha256(body).hexdigest()
+        assert proxy.hits["http://images.proxied-test.lan/a.jpg"] == 1
+
+
 def test_allow_list_opens_a_private_image_server():
     with serve() as srv:
         body = jpeg_bytes()

@@ -67,6 +67,7 @@ def _pinned(connection_class: type[http.client.HTTPConnection]):
 
 _PinnedHTTP = _pinned(http.client.HTTPConnection)
 _PinnedHTTPS = _pinned(http.client.HTTPSConnection)
+_PINNED = {http.client.HTTPConnection: _PinnedHTTP, http.client.HTTPSConnection: _PinnedHTTPS}
 
 
 def checked_addresses(req: urllib.request.Request, allow: AllowList) -> list[str] | None:
@@ -93,37 +94,30 @@ def _proxied(req: urllib.request.Request) -> bool:
     return req.has_proxy() or getattr(req, "_tunnel_host", None) is not None
 
 
-def _open(handler, connection_class, req: urllib.request.Request, allow: AllowList, **kwargs):
-    try:
-        addresses = checked_addresses(req, allow)
-    except OSError as exc:
-        # Same shape as urllib's own resolver failures, so callers classify it as before.
-        raise urllib.error.URLError(exc) from None
-    if _proxied(req):
-        addresses = None  # the socket goes to the proxy, not the (checked) target
-    return handler.do_open(connection_class, req, addresses=addresses, **kwargs)
+class _Guarded:
+    """Mixin over urllib's handlers: their ``*_open`` call ``do_open(connection_class, req,
+    **version_specific_kwargs)``; intercepting there keeps those kwargs whatever the Python."""
+
+    allow: AllowList
+
+    def do_open(self, http_class, req, **kwargs):
+        try:
+            addresses = checked_addresses(req, self.allow)
+        except OSError as exc:
+            # Same shape as urllib's own resolver failures, so callers classify it as before.
+            raise urllib.error.URLError(exc) from None
+        if _proxied(req):
+            addresses = None  # the socket goes to the proxy, not the (checked) target
+        return super().do_open(_PINNED[http_class], req, addresses=addresses, **kwargs)
 
 
-class GuardedHTTPHandler(urllib.request.HTTPHandler):
+class GuardedHTTPHandler(_Guarded, urllib.request.HTTPHandler):
     def __init__(self, allow: AllowList) -> None:
         super().__init__()
         self.allow = allow
 
-    def http_open(self, req):
-        return _open(self, _PinnedHTTP, req, self.allow)
 
-
-class GuardedHTTPSHandler(urllib.request.HTTPSHandler):
+class GuardedHTTPSHandler(_Guarded, urllib.request.HTTPSHandler):
     def __init__(self, allow: AllowList) -> None:
         super().__init__()
         self.allow = allow
-
-    def https_open(self, req):
-        return _open(
-            self,
-            _PinnedHTTPS,
-            req,
-            self.allow,
-            context=self._context,
-            check_hostname=self._check_hostname,
-        )
