@@ -62,7 +62,10 @@ def build_resources(data_dir: str | None = None, raw_root: str | None = None) ->
         "io_manager": ParquetIOManager(data_dir=data_dir, table_store=table_store),
         "storage": CatretStorage(data_dir=data_dir, table_store=table_store),
         "xmarket": XMarketSource(root=raw_root or settings.default_raw_root()),
-        "image_fetcher": ImageFetcher(mirror_dir=settings.default_image_mirror()),
+        "image_fetcher": ImageFetcher(
+            mirror_dir=settings.default_image_mirror(),
+            allow_hosts=settings.image_allow_hosts(),
+        ),
         "clip": OpenClipEncoder(**settings.clip_defaults()),
         # Bundled split-zip models are assembled under this data dir unless configured.
         "text_encoder": TextEncoder(

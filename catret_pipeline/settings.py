@@ -27,6 +27,9 @@ ENV_DATA_DIR = "CATRET_DATA_DIR"
 ENV_RAW_ROOT = "CATRET_RAW_ROOT"
 #: Local directory of pre-downloaded images matched by file name (empty: none).
 ENV_IMAGE_MIRROR = "CATRET_IMAGE_MIRROR"
+#: Non-public hosts / networks image downloads may reach (comma- or space-separated host
+#: names, IPs, CIDRs; ``*`` = no check). Unset / empty: public addresses only.
+ENV_IMAGE_ALLOW_HOSTS = "CATRET_IMAGE_ALLOW_HOSTS"
 
 
 def default_data_dir() -> str:
@@ -56,6 +59,18 @@ def default_image_mirror() -> str:
     if ENV_IMAGE_MIRROR in os.environ:
         return os.environ[ENV_IMAGE_MIRROR]
     return str(sample_root() / "images")
+
+
+def image_allow_hosts() -> list[str]:
+    """``CATRET_IMAGE_ALLOW_HOSTS`` as a list of entries, each checked (``ConfigError``)."""
+    from catret_pipeline.images.addresses import AllowList
+
+    text = os.environ.get(ENV_IMAGE_ALLOW_HOSTS, "")
+    try:
+        AllowList.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_IMAGE_ALLOW_HOSTS}: {exc}") from None
+    return [e for e in text.replace(",", " ").split() if e]
 
 
 #: ``offline`` (default): real pretrained encoders that ship inside PyPI packages, so everything
@@ -200,3 +215,4 @@ def validate() -> None:
     start_method()
     refresh_sensor_interval()
     clip_defaults()
+    image_allow_hosts()

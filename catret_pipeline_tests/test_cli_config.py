@@ -25,6 +25,7 @@ def _restore_env(monkeypatch):
         "DAGSTER_HOME",
         "HF_HUB_OFFLINE",
         settings.ENV_PROFILE,
+        settings.ENV_IMAGE_ALLOW_HOSTS,
     ):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
@@ -47,6 +48,7 @@ def _one_clear_line(err: str, *needles: str) -> None:
         ({settings.ENV_EMBED_SHARDS: "abc"}, "CATRET_EMBED_SHARDS must be an integer"),
         ({settings.ENV_PROFILE: "nonsense"}, "CATRET_PROFILE='nonsense'"),
         ({settings.ENV_EXECUTOR: "threads"}, "CATRET_EXECUTOR='threads'"),
+        ({settings.ENV_IMAGE_ALLOW_HOSTS: "10.0.0.0/33"}, "CATRET_IMAGE_ALLOW_HOSTS"),
     ],
 )
 def test_bad_environment_is_one_line_before_the_sample_exists(

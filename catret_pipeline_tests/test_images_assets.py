@@ -20,7 +20,13 @@ from catret_pipeline.images.cache import PRODUCT_IMAGES_SCHEMA, ImageCache
 from catret_pipeline.images.resources import ImageFetcher
 from catret_pipeline.storage.io_manager import ParquetIOManager, asset_file
 from catret_pipeline.storage.resources import CatretStorage
-from catret_pipeline_tests.test_images_fetch import HTML, jpeg_bytes, png_bytes, serve
+from catret_pipeline_tests.test_images_fetch import (
+    HTML,
+    LOOPBACK_HOSTS,
+    jpeg_bytes,
+    png_bytes,
+    serve,
+)
 
 PRODUCTS = dg.AssetSpec("products")
 
@@ -96,7 +102,12 @@ def test_materialize_product_images_and_rerun_downloads_nothing(tmp_path):
         ]
         write_products(data_dir, rows)
         fetcher = ImageFetcher(
-            mirror_dir=str(mirror), timeout_s=1.0, retries=2, backoff_s=0.01, concurrency=3
+            mirror_dir=str(mirror),
+            timeout_s=1.0,
+            retries=2,
+            backoff_s=0.01,
+            concurrency=3,
+            allow_hosts=LOOPBACK_HOSTS,
         )
 
         table, meta, check = run(data_dir, fetcher)
@@ -107,7 +118,7 @@ def test_materialize_product_images_and_rerun_downloads_nothing(tmp_path):
         assert table["asin"].to_list() == [a for a, _ in rows]
         by = {r["asin"]: r for r in table.iter_rows(named=True)}
         assert [by[a]["status"] for a, _ in rows] == [
-            "ok", "ok", "ok", "failed", "missing", "missing", "ok", "failed", "failed",
+            "ok", "ok", "ok", "failed", "missing", "missing", "ok", "failed", "refused",
         ]  # fmt: skip
         assert by["P4"]["reason"].startswith("http_404")
         assert by["P5"]["reason"] == by["P6"]["reason"] == "no_url"
@@ -127,7 +138,12 @@ def test_materialize_product_images_and_rerun_downloads_nothing(tmp_path):
         assert srv.hits["/images/I/b.jpg"] == 2
         assert srv.hits["/mirror-only/m1.png"] == 0
 
-        assert (meta["n_ok"], meta["n_missing"], meta["n_failed"]) == (4, 2, 3)
+        assert (meta["n_ok"], meta["n_missing"], meta["n_failed"], meta["n_refused"]) == (
+            4,
+            2,
+            2,
+            1,
+        )
         assert meta["reason_counts"] == {
             "http_404": 1,
             "no_url": 2,
@@ -148,13 +164,15 @@ def test_materialize_product_images_and_rerun_downloads_nothing(tmp_path):
         # the still-failing 404 and HTML URLs were tried again, nothing else
         assert srv.total_hits() == hits_after_first + 2
 
-        # Third run, failures not retried and one cache file deleted: exactly that one comes back.
+        # Third run, failures not retried and one cache file deleted: exactly that one comes back
+        # over the network. The refused file:// URL is judged again (no I/O): refusals are never
+        # kept, so a changed allow-list applies on the next run.
         os.remove(data_dir / by["P1"]["cache_path"])
         cfg = {"ops": {"product_images": {"config": {"retry_failed": False}}}}
         table3, meta3, check3 = run(data_dir, fetcher, cfg)
         assert srv.total_hits() == hits_after_first + 3
         assert srv.hits["/images/I/a.jpg"] == 2
-        assert (meta3["reused"], meta3["kept_failed"], meta3["fetched"]) == (2, 3, 1)
+        assert (meta3["reused"], meta3["kept_failed"], meta3["fetched"]) == (2, 2, 2)
         assert table3.equals(table2)
         assert check3.passed
 

@@ -26,7 +26,13 @@ from catret_pipeline.images.fetch import (
     mirror_lookup,
 )
 from catret_pipeline.storage.resources import CatretStorage
-from catret_pipeline_tests.test_images_fetch import HTML, closed_port, jpeg_bytes, serve
+from catret_pipeline_tests.test_images_fetch import (
+    HTML,
+    LOOPBACK,
+    closed_port,
+    jpeg_bytes,
+    serve,
+)
 
 SHA = "ab" + "0" * 62
 
@@ -181,7 +187,9 @@ def test_bad_mirror_copy_falls_back_to_download(mirror):
     with serve() as srv:
         body = jpeg_bytes(seed=9)
         url = srv.static("/p/page.jpg", body)
-        r = fetch_one(url, FetchOptions(mirror_dir=str(mirror), timeout_s=1, retries=0))
+        r = fetch_one(
+            url, FetchOptions(mirror_dir=str(mirror), timeout_s=1, retries=0, allow=LOOPBACK)
+        )
         assert (r.status, r.source) == ("ok", "download")
         assert r.sha256 == hashlib.sha256(body).hexdigest()
 
@@ -209,7 +217,9 @@ def test_hostile_urls_only_ever_write_hash_names_inside_the_cache(tmp_path):
             result.cache_path, result.data = rel, None
             return result
 
-        results = list(iter_fetch(urls, FetchOptions(timeout_s=1, retries=0), 3, store))
+        results = list(
+            iter_fetch(urls, FetchOptions(timeout_s=1, retries=0, allow=LOOPBACK), 3, store)
+        )
     assert {r.status for r in results} == {"ok"}
     sha = hashlib.sha256(body).hexdigest()
     assert all_files(tmp_path) == {f"data/image_cache/{sha[:2]}/{sha}.jpg"}

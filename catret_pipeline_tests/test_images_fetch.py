@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
+from catret_pipeline.images.addresses import AllowList
 from catret_pipeline.images.fetch import (
     FetchError,
     FetchOptions,
@@ -112,16 +113,18 @@ Route = Callable[[_Handler, int], None]
 
 
 class ImageServer:
-    """A real HTTP server on 127.0.0.1 with scripted routes and per-path hit counts."""
+    """A real HTTP server on 127.0.0.1 (or another loopback ``host``) with scripted routes and
+    per-path hit counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.routes: dict[str, Route] = {}
         self.hits: Counter = Counter()
         self.lock = threading.Lock()
         self.release = threading.Event()  # set at shutdown so hanging handlers return
         self.in_flight = 0
         self.max_in_flight = 0
-        self._srv = _Server(("127.0.0.1", 0), _Handler)
+        self._srv = _Server((host, 0), _Handler)
         self._srv.owner = self
         self.port = self._srv.server_address[1]
         self._thread = threading.Thread(
@@ -129,7 +132,7 @@ class ImageServer:
         )
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def total_hits(self) -> int:
         with self.lock:
@@ -244,8 +247,8 @@ class ImageServer:
 
 
 @contextlib.contextmanager
-def serve() -> Iterator[ImageServer]:
-    with ImageServer() as srv:
+def serve(host: str = "127.0.0.1") -> Iterator[ImageServer]:
+    with ImageServer(host) as srv:
         yield srv
 
 
@@ -256,8 +259,14 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+#: These tests' image servers listen on loopback, which downloads refuse by default (see
+#: test_images_ssrf.py): every test that downloads from them opts in, as an operator would.
+LOOPBACK = AllowList.parse(["127.0.0.1"])
+#: The same opt-in for ``ImageFetcher`` (the resource takes the entries as strings).
+LOOPBACK_HOSTS = ["127.0.0.1"]
+
 # Fast settings: a timeout well above localhost latency, far below the slow routes' delays.
-FAST = FetchOptions(timeout_s=0.3, retries=2, backoff_s=0.01)
+FAST = FetchOptions(timeout_s=0.3, retries=2, backoff_s=0.01, allow=LOOPBACK)
 
 
 @pytest.fixture
@@ -306,7 +315,7 @@ def test_persistent_500_gives_up_after_retries(server):
 def test_slow_response_times_out(server):
     url = server.slow("/img/slow.jpg", jpeg_bytes(), delay=2.0)
     t0 = time.monotonic()
-    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=0))
+    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=0, allow=LOOPBACK))
     assert (r.status, r.reason) == ("failed", "timeout")
     assert time.monotonic() - t0 < 1.5
 
@@ -314,7 +323,7 @@ def test_slow_response_times_out(server):
 def test_dripping_body_hits_the_transfer_deadline(server):
     url = server.drip("/img/drip.jpg", jpeg_bytes(), every=0.1)
     t0 = time.monotonic()
-    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=0))
+    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=0, allow=LOOPBACK))
     assert (r.status, r.reason) == ("failed", "timeout")
     assert "transfer" in r.detail
     assert time.monotonic() - t0 < 2.0
@@ -322,7 +331,7 @@ def test_dripping_body_hits_the_transfer_deadline(server):
 
 def test_hanging_connection_times_out(server):
     url = server.hang("/img/hang.jpg")
-    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=1, backoff_s=0.01))
+    r = fetch_one(url, FetchOptions(timeout_s=0.3, retries=1, backoff_s=0.01, allow=LOOPBACK))
     assert (r.status, r.reason) == ("failed", "timeout")
     assert server.hits["/img/hang.jpg"] == 2
 
@@ -335,7 +344,10 @@ def test_reset_connection_is_retried_then_fails(server):
 
 
 def test_connection_refused():
-    r = fetch_one(f"http://127.0.0.1:{closed_port()}/x.jpg", FetchOptions(timeout_s=0.3, retries=0))
+    r = fetch_one(
+        f"http://127.0.0.1:{closed_port()}/x.jpg",
+        FetchOptions(timeout_s=0.3, retries=0, allow=LOOPBACK),
+    )
     assert (r.status, r.reason) == ("failed", "connection_error")
 
 
@@ -372,18 +384,18 @@ def test_max_pixels_is_enforced_per_decode(server):
 
     before = PILImage.MAX_IMAGE_PIXELS
     url = server.static("/img/big.png", png_declaring(3000, 3000), ctype="image/png")
-    r = fetch_one(url, FetchOptions(max_pixels=1_000_000, retries=0))
+    r = fetch_one(url, FetchOptions(max_pixels=1_000_000, retries=0, allow=LOOPBACK))
     assert (r.status, r.reason) == ("failed", "decompression_bomb")
     assert "max_pixels 1000000" in r.detail
     # The same bytes pass a looser limit's header check (then fail as corrupt: no real pixels).
-    r2 = fetch_one(url, FetchOptions(max_pixels=10_000_000, retries=0))
+    r2 = fetch_one(url, FetchOptions(max_pixels=10_000_000, retries=0, allow=LOOPBACK))
     assert r2.reason in ("truncated", "corrupt")
     assert before == PILImage.MAX_IMAGE_PIXELS, "Pillow's global limit must not be touched"
 
 
 def test_size_limit_from_content_length_and_while_streaming(server):
     body = jpeg_bytes(200, 200)
-    opts = FetchOptions(max_bytes=len(body) - 1, retries=0)
+    opts = FetchOptions(max_bytes=len(body) - 1, retries=0, allow=LOOPBACK)
     r = fetch_one(server.static("/img/large.jpg", body), opts)
     assert (r.status, r.reason) == ("failed", "too_large")
     assert "Content-Length" in r.detail
@@ -409,7 +421,7 @@ def test_size_limit_from_content_length_and_while_streaming(server):
 )
 def test_unsafe_urls_are_refused_without_io(url):
     r = fetch_one(url, FAST)
-    assert (r.status, r.reason) == ("failed", "unsafe_url")
+    assert (r.status, r.reason) == ("refused", "unsafe_url")
     assert r.network_bytes == 0
 
 
@@ -425,7 +437,7 @@ def test_redirects_followed_only_to_http(server):
     ok = fetch_one(server.redirect("/r/ok", "/img/target.jpg"), FAST)
     assert ok.status == "ok" and ok.sha256 == hashlib.sha256(body).hexdigest()
     bad = fetch_one(server.redirect("/r/file", "file:///etc/passwd"), FAST)
-    assert (bad.status, bad.reason) == ("failed", "unsafe_url")
+    assert (bad.status, bad.reason) == ("refused", "unsafe_url")
 
 
 def test_other_formats_decode_and_tiff_is_not_accepted():

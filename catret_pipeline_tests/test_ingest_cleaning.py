@@ -12,6 +12,7 @@ from catret_pipeline.ingest.cleaning import (
     largest_image,
     normalise_text,
 )
+from catret_pipeline.ingest.validation import validate_record
 
 
 @pytest.mark.parametrize(
@@ -115,3 +116,16 @@ def test_hashes_stable_and_content_sensitive():
     assert a["image_hash"] == hashlib.sha1(b"https://x/a.jpg").hexdigest()
     assert clean_record({**base, "imgUrl": "[]"}, ["features"])["image_hash"] is None
     assert len(a["title_hash"]) == 40
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "javascript:alert(1)", "ftp://h/a.jpg", "/etc/passwd"]
+)
+def test_image_string_form_with_any_scheme_is_one_url_like_the_dict_form(url):
+    # Regression: the plain string form quarantined the whole product (wrong_type:imgUrl)
+    # while {"file:///etc/passwd": [h, w]} kept it; now both keep it and the image fetcher
+    # refuses the URL (a `refused` product_images row).
+    assert largest_image(url) == largest_image({url: [1, 1]}) == url
+    record = {"asin": "A1", "title": "t", "categories": ["A"]}
+    assert validate_record({**record, "imgUrl": url}).ok
+    assert validate_record({**record, "imgUrl": {url: [1, 1]}}).ok

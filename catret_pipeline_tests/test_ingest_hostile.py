@@ -25,7 +25,13 @@ from catret_pipeline.ingest.reader import iter_metadata_lines
 from catret_pipeline.ingest.resources import XMarketSource
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
-from catret_pipeline_tests.test_images_fetch import HTML, jpeg_bytes, png_declaring, serve
+from catret_pipeline_tests.test_images_fetch import (
+    HTML,
+    LOOPBACK_HOSTS,
+    jpeg_bytes,
+    png_declaring,
+    serve,
+)
 
 LEAVES = [["Electronics", "Audio", "Speakers"], ["Electronics", "Cables", "USB"]]
 
@@ -156,7 +162,12 @@ def test_hostile_catalogue_completes_and_reconciles(tmp_path):
         expected = write_hostile(root, urls)
         before = _snapshot(tmp_path, data)
         fetcher = ImageFetcher(
-            mirror_dir=str(mirror), timeout_s=0.5, retries=1, backoff_s=0.01, concurrency=4
+            mirror_dir=str(mirror),
+            timeout_s=0.5,
+            retries=1,
+            backoff_s=0.01,
+            concurrency=4,
+            allow_hosts=LOOPBACK_HOSTS,
         )
         result = dg.materialize(
             [*INGEST_ASSETS, *CATALOGUE_ASSETS, *CATALOGUE_CHECKS, *IMAGE_ASSETS, *IMAGE_CHECKS],
@@ -194,9 +205,12 @@ def test_hostile_catalogue_completes_and_reconciles(tmp_path):
     assert images.height == products.height
     by = {r["asin"]: r for r in images.iter_rows(named=True)}
     assert by["IMG_ok"]["status"] == "ok"
-    for name in ("hang", "reset", "html", "pixel_bomb", "absolute", "file"):
+    for name in ("hang", "reset", "html", "pixel_bomb"):
         row = by[f"IMG_{name}"]
         assert row["status"] == "failed" and row["reason"], name
+    for name in ("absolute", "file"):  # never fetched: not http(s)
+        row = by[f"IMG_{name}"]
+        assert row["status"] == "refused" and row["reason"].startswith("unsafe_url"), name
     assert by["IMG_pixel_bomb"]["reason"].startswith("decompression_bomb")
     assert by["IMG_html"]["reason"].startswith("not_an_image")
     # Traversal and query-string URLs may download, but only into hash-named cache files.

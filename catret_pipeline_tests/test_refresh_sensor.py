@@ -227,3 +227,19 @@ def test_run_queue_never_starts_two_refreshes(tmp_path):
         instance.delete_run(running)
         _run(instance, dg.DagsterRunStatus.SUCCESS, refresh)
         assert dequeued() == [q2, other]
+
+
+def test_a_link_out_of_the_raw_root_is_not_read(catalogue, tmp_path):
+    # Ingest quarantines such a file unread (test_ingest_symlinks.py); the sensor must not
+    # read it either, not even to hash it.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "secret.json.gz"
+    secret.write_bytes(b"secret")
+    link = catalogue / "us" / "Stolen" / "metadata_us_Stolen.json.gz"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)
+    rel = "us/Stolen/metadata_us_Stolen.json.gz"
+    fp = fingerprint_files(catalogue, sorted(catalogue.rglob("metadata_*.json.gz")))
+    assert fp.files[rel].sha256 == "outside_raw_root" and rel not in fp.hashed
+    assert len(fp.hashed) == 2  # the two real files

@@ -153,7 +153,8 @@ def acquire_product_images(
         if now - last_log >= progress_every_s or i == len(todo):
             elapsed = now - started
             log(
-                f"product_images: fetched {i}/{len(todo)} ({counts['ok']} ok, {counts['failed']} failed), "
+                f"product_images: fetched {i}/{len(todo)} ({counts['ok']} ok, {counts['failed']} failed, "
+                f"{counts['refused']} refused), "
                 f"{stats.network_bytes / 1e6:.1f} MB downloaded, {i / max(elapsed, 1e-9):.1f} URLs/s"
             )
             last_log = now
@@ -192,6 +193,8 @@ def _summary_metadata(table: pl.DataFrame, stats: AcquireStats, cache: ImageCach
         "n_ok": dg.MetadataValue.int(status_counts.get("ok", 0)),
         "n_missing": dg.MetadataValue.int(status_counts.get("missing", 0)),
         "n_failed": dg.MetadataValue.int(status_counts.get("failed", 0)),
+        # Not fetched on principle (unsafe scheme, non-public address): see docs/operations.md.
+        "n_refused": dg.MetadataValue.int(status_counts.get("refused", 0)),
         "ok_fraction": dg.MetadataValue.float(status_counts.get("ok", 0) / n),
         "reasons": dg.MetadataValue.md(reason_md if reasons else "no failures or missing images"),
         "reason_counts": dg.MetadataValue.json(dict(reasons)),
@@ -216,7 +219,7 @@ def _summary_metadata(table: pl.DataFrame, stats: AcquireStats, cache: ImageCach
 @dg.asset(
     group_name="images",
     kinds={"python", "parquet"},
-    description="One row per product: image status (ok / missing / failed), reason, and the "
+    description="One row per product: image status (ok / missing / refused / failed), reason, and the "
     "content-addressed cache file (image_cache/<sha[:2]>/<sha>.<ext>). Incremental: unchanged "
     "URLs with a cached file are reused without I/O beyond a stat.",
 )

@@ -3,12 +3,18 @@
 Nothing here trusts its input. URLs may use other schemes (``file://``), carry control
 characters, or name files like ``..%2F..%2Fetc%2Fpasswd``; servers may hang, reset, send HTML,
 send fewer bytes than announced, or a tiny PNG that declares a ten-gigapixel canvas. Each of
-these ends as a :class:`FetchResult` with ``status="failed"`` and a short reason code, never as
-an exception escaping to the caller.
+these ends as a :class:`FetchResult` with a short reason code, never as an exception escaping
+to the caller.
 
-Reason codes: ``no_url``, ``unsafe_url``, ``not_in_mirror``, ``http_<status>``, ``timeout``,
-``connection_error``, ``too_large``, ``truncated``, ``not_an_image``, ``corrupt``,
-``decompression_bomb``, ``internal_error``.
+Statuses: ``ok``; ``missing`` (``no_url``); ``refused``: not fetched on principle, before any
+byte is sent (``unsafe_url``: not plain http(s); ``refused_address``: the host, or a redirect
+hop, resolves to a loopback / private / link-local / otherwise non-public address the
+allow-list does not permit, see :mod:`.addresses`); ``failed``: tried, and it did not work
+(``not_in_mirror``, ``http_<status>``, ``timeout``, ``connection_error``, ``too_large``,
+``truncated``, ``not_an_image``, ``corrupt``, ``decompression_bomb``, ``internal_error``).
+
+The mirror is consulted by file name only and opens no connection, so the address policy
+applies to downloads alone.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
+
+from catret_pipeline.images.addresses import AllowList
+from catret_pipeline.images.guard import GuardedHTTPHandler, GuardedHTTPSHandler, RefusedAddress
 
 #: Pillow formats accepted, with the file extension the cache uses. A whitelist, because
 #: ``Image.open`` would otherwise also try EPS (which shells out to Ghostscript), TIFF and
@@ -48,6 +58,8 @@ _CHUNK = 64 * 1024
 _MAX_URL_CHARS = 4096
 _MAX_DETAIL_CHARS = 200
 _SAFE_SCHEMES = frozenset({"http", "https"})
+#: Reason codes whose rows get ``status="refused"`` rather than ``"failed"``.
+REFUSED_REASONS = frozenset({"unsafe_url", "refused_address"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class FetchOptions:
     max_bytes: int = 10_000_000
     max_pixels: int = 40_000_000
     user_agent: str = DEFAULT_USER_AGENT
+    #: Non-public hosts / networks downloads may reach; empty (the default): public only.
+    allow: AllowList = AllowList()
 
     def __post_init__(self) -> None:
         problems = []
@@ -265,23 +279,23 @@ class _SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
-def _build_opener() -> urllib.request.OpenerDirector:
+@lru_cache(maxsize=16)
+def _build_opener(allow: AllowList) -> urllib.request.OpenerDirector:
     # Assembled by hand so that no file:, ftp: or data: handler exists at all; ProxyHandler()
-    # keeps the usual *_proxy / no_proxy environment variables working.
+    # keeps the usual *_proxy / no_proxy environment variables working. The guarded handlers
+    # check the address of every connection, redirect hops included. One opener per allow-list
+    # (they are few), shared by threads as before.
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        GuardedHTTPHandler(allow),
+        GuardedHTTPSHandler(allow),
         urllib.request.HTTPDefaultErrorHandler(),
         _SafeRedirectHandler(),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
     return opener
-
-
-_OPENER = _build_opener()
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -295,9 +309,11 @@ def _download_once(url: str, opts: FetchOptions, counter: list[int]) -> bytes:
     )
     deadline = time.monotonic() + TRANSFER_DEADLINE_FACTOR * opts.timeout_s
     try:
-        response = _OPENER.open(request, timeout=opts.timeout_s)
+        response = _build_opener(opts.allow).open(request, timeout=opts.timeout_s)
     except FetchError:
         raise
+    except RefusedAddress as exc:
+        raise FetchError("refused_address", exc.detail) from None
     except urllib.error.HTTPError as exc:
         with contextlib.suppress(Exception):
             exc.close()
@@ -426,7 +442,7 @@ def fetch_one(
     except FetchError as exc:
         return FetchResult(
             url=clean,
-            status="failed",
+            status="refused" if exc.reason in REFUSED_REASONS else "failed",
             reason=exc.reason,
             detail=exc.detail,
             attempts=getattr(exc, "attempts", 0),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 import dagster as dg
 from pydantic import Field
 
+from catret_pipeline.images.addresses import AllowList
 from catret_pipeline.images.fetch import (
     DEFAULT_USER_AGENT,
     FetchOptions,
@@ -21,7 +22,8 @@ class ImageFetcher(dg.ConfigurableResource):
 
     The definitions pass ``mirror_dir=settings.default_image_mirror()`` (env
     ``CATRET_IMAGE_MIRROR``, default the generated sample's image folder); an empty string
-    means no mirror.
+    means no mirror. They pass ``allow_hosts=settings.image_allow_hosts()`` (env
+    ``CATRET_IMAGE_ALLOW_HOSTS``): downloads reach only public addresses unless listed there.
     """
 
     mirror_dir: str = Field(
@@ -57,6 +59,14 @@ class ImageFetcher(dg.ConfigurableResource):
         "(decompression-bomb guard).",
     )
     user_agent: str = Field(default=DEFAULT_USER_AGENT, description="HTTP User-Agent header.")
+    allow_hosts: list[str] = Field(
+        default=[],
+        description="Opt-in for a private image server: host names (exact, case-insensitive) "
+        "and IP addresses / CIDR networks (10.0.0.0/8, ::1) that downloads may reach although "
+        "they are loopback, private, link-local or otherwise not public. '*' turns the check "
+        "off. Empty (default): only public addresses; every other target, redirect hops "
+        "included, is a 'refused' row.",
+    )
 
     def options(self) -> FetchOptions:
         if self.concurrency < 1:
@@ -70,6 +80,7 @@ class ImageFetcher(dg.ConfigurableResource):
             max_bytes=self.max_bytes,
             max_pixels=self.max_pixels,
             user_agent=self.user_agent,
+            allow=AllowList.parse(self.allow_hosts),
         )
 
     def fetch(self, url: str | None) -> FetchResult:

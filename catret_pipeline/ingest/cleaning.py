@@ -92,11 +92,16 @@ def _size(value: Any, url: str) -> tuple[float, float]:
     raise ValueError(f"size of {url!r} is {value!r}, expected [height, width]")
 
 
+#: A bare imgUrl string taken as one URL: ``scheme:...`` (RFC 3986) or a path from ``/``.
+_URL_LIKE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|/)\S")
+
+
 def image_candidates(value: Any) -> list[tuple[str, float, float]]:
     """``(url, height, width)`` for every size listed in an ``imgUrl`` value.
 
     Accepted forms: the XMarket JSON string ``'{"url": [h, w], ...}'``, that dict already
-    parsed, a list of URLs or of such dicts, a bare URL string; ``""``, ``"[]"``, ``[]``,
+    parsed, a list of URLs or of such dicts, a bare URL string (any scheme, or a path;
+    the fetcher decides what it may fetch); ``""``, ``"[]"``, ``[]``,
     ``{}`` and null mean no image. Anything else raises ``ValueError``.
     """
     if value is None:
@@ -118,7 +123,10 @@ def image_candidates(value: Any) -> list[tuple[str, float, float]]:
             if isinstance(parsed, str):
                 raise ValueError("imgUrl string holds a nested string")
             return image_candidates(parsed)
-        if text.startswith(("http://", "https://", "//")):
+        if _URL_LIKE.match(text):
+            # Any scheme or absolute path, like a dict key: the image fetcher refuses what is
+            # not http(s) (a ``refused`` product_images row), so a ``file://`` string costs the
+            # product its image, not the product itself, exactly as the dict form does.
             return [(text, 0.0, 0.0)]
         raise ValueError(f"imgUrl string is not a URL or a JSON object: {text[:80]!r}")
     if isinstance(value, dict):

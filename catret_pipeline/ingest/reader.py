@@ -8,6 +8,10 @@ Counting: every item the reader yields is one "line read": each non-blank line, 
 per file that is not gzip and one per stream that breaks. Blank lines are skipped and not
 counted, but keep their place in ``line_no`` (physical, 1-based) so rows can be found in the
 file. Invariant: ``lines_read == len(raw_products) + len(quarantine)``.
+
+A file that resolves outside the raw root (a symbolic link out, or under a linked directory)
+is one ``outside_raw_root`` item with empty ``raw_text``: it is never opened (see
+:mod:`.confine`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from catret_pipeline.ingest.confine import OutsideRoot, open_confined
 from catret_pipeline.ingest.parsing import (
     DEFAULT_MAX_LINE_BYTES,
     asin_hint,
@@ -54,7 +59,7 @@ QUARANTINE_SCHEMA = {
 @dataclass(frozen=True, slots=True)
 class ReadItem:
     """A line (``data``, cut to ``max_line_bytes + 1``; ``n_bytes`` its true length) or a
-    file-level problem (``reason`` set: ``not_gzip`` / ``corrupt_gzip``)."""
+    file-level problem (``reason`` set: ``not_gzip`` / ``corrupt_gzip`` / ``outside_raw_root``)."""
 
     line_no: int
     data: bytes = b""
@@ -172,12 +177,22 @@ class _Lines:
 
 
 def iter_metadata_lines(
-    path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    path: str | Path,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    *,
+    root: str | Path | None = None,
 ) -> Iterator[ReadItem]:
-    """Every non-blank line of a gzip metadata file; problems become one final item."""
+    """Every non-blank line of a gzip metadata file; problems become one final item.
+
+    With ``root``, a file resolving outside it is not opened: one ``outside_raw_root`` item.
+    """
     path = Path(path)
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed in finally; generator may stop early
+        # Both closed in finally; the generator may stop early.
+        fh = open(path, "rb") if root is None else open_confined(path, root)  # noqa: SIM115
+    except OutsideRoot as exc:
+        yield ReadItem(0, reason="outside_raw_root", detail=str(exc), raw_text="")
+        return
     except OSError as exc:
         yield ReadItem(0, reason="corrupt_gzip", detail=f"could not open file: {exc}", raw_text="")
         return
@@ -217,6 +232,11 @@ class SourceFile:
     path: Path
     source_file: str  # relative to the raw root, POSIX separators
     market: str
+
+    @property
+    def root(self) -> Path:
+        """The raw root, implied by ``path`` minus the parts of ``source_file``."""
+        return self.path.parents[len(Path(self.source_file).parts) - 1]
 
 
 @dataclass
@@ -265,7 +285,7 @@ def read_catalogue(
     for sf in files:
         src = sf.source_file
         per_file[src] = {"source_file": src, "lines": 0, "valid": 0, "quarantined": 0}
-        for item in iter_metadata_lines(sf.path, max_line_bytes):
+        for item in iter_metadata_lines(sf.path, max_line_bytes, root=sf.root):
             lines_read += 1
             per_file[src]["lines"] += 1
             if item.reason is not None:

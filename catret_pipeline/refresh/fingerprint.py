@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from catret_pipeline.ingest.confine import is_inside
+
 CURSOR_VERSION = 1
 _HASH_CHUNK = 1 << 20
 
@@ -67,6 +69,10 @@ class Change:
         return "; ".join(parts) or "no change"
 
 
+#: Digest recorded for a file that resolves outside the raw root (a symbolic link out).
+OUTSIDE_RAW_ROOT = "outside_raw_root"
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -82,8 +88,15 @@ def fingerprint_files(
     previous = previous or {}
     out: dict[str, FileState] = {}
     hashed: list[str] = []
+    real_root = Path(root).resolve()
     for path in files:
         rel = path.relative_to(root).as_posix()
+        if not is_inside(path.resolve(), real_root):
+            # Ingest quarantines such a file unread, so the sensor must not read it either; its
+            # lstat still changes when the link is retargeted, which is a change to report.
+            st = path.lstat()
+            out[rel] = FileState(st.st_size, st.st_mtime_ns, OUTSIDE_RAW_ROOT)
+            continue
         st = path.stat()
         old = previous.get(rel)
         if old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
