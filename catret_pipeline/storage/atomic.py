@@ -7,6 +7,7 @@ Every writer goes through a temporary sibling in the same directory (so the fina
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,13 +20,47 @@ import pyarrow.parquet as pq
 PARQUET_COMPRESSION = "zstd"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it.
+
+    ``os.umask`` can only be read by setting it, and it is process-global: a thread creating a
+    file between the two calls would get the temporary value. ``/proc/self/status`` (Linux >= 4.7)
+    shows it read-only; elsewhere the two-call read is done once and remembered.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _umask_read_once()
+
+
+@functools.cache
+def _umask_read_once() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0644 under the usual umask 022."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes 0600 whatever the umask: a UI or daemon running as another user (or a
+        # group-shared data dir) could not read the renamed file. Give it the umask's mode.
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
