@@ -303,6 +303,7 @@ def _materialize_locked(args: argparse.Namespace, env: dict[str, str]) -> int:
             file=sys.stderr,
         )
         return 3
+    _remove_stale_temp_files(Path(env["data_dir"]))
     ensure_bundled_sample(args.sample_products)
 
     from catret_pipeline.definitions import build_definitions
@@ -330,6 +331,19 @@ def _materialize_locked(args: argparse.Namespace, env: dict[str, str]) -> int:
         f"done: run {result.run_id}; DuckDB catalogue at {Path(env['data_dir']) / 'catret.duckdb'}"
     )
     return 0
+
+
+def _remove_stale_temp_files(data_dir: Path) -> None:
+    from catret_pipeline.storage.temp_files import remove_stale_temp_files
+
+    # Under the build lock: no other catret build writes now, and a daemon run's live
+    # temporaries are kept by the pid check (see temp_files).
+    removed = remove_stale_temp_files(data_dir)
+    if removed:
+        size = sum(r.size for r in removed)
+        print(f"removed {len(removed)} stale temporary file(s) of killed writers ({size} B):")
+        for r in removed:
+            print(f"  {r.path.relative_to(data_dir)} ({r.reason})")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -2,14 +2,21 @@
 
 Every writer goes through a temporary sibling in the same directory (so the final
 ``os.replace`` is a same-filesystem rename, atomic on POSIX) and fsyncs before the rename.
+The temporary's name, ``.<name>.<host>-<pid>-<random>.tmp``, says who writes it, so that a
+later run can tell a killed writer's leftover from a live one (:mod:`.temp_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -19,13 +26,76 @@ import pyarrow.parquet as pq
 PARQUET_COMPRESSION = "zstd"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it.
+
+    ``os.umask`` can only be read by setting it, and it is process-global: a thread creating a
+    file between the two calls would get the temporary value. ``/proc/self/status`` (Linux >= 4.7)
+    shows it read-only; elsewhere the two-call read is done once and remembered.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _umask_read_once()
+
+
+@functools.cache
+def _umask_read_once() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def host_tag() -> str:
+    """8 hex digits naming this host in temporary file names (hostnames may hold dots)."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+#: ``.<target>.<host>-<pid>-<mkstemp random>.tmp``; the host-pid part is absent in names
+#: written before it existed. DuckDB adds ``.wal`` (its log) or ``.tmp`` (its spill folder).
+_TEMP_RE = re.compile(
+    r"^\.(?P<target>.+)\.(?:(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp(?:\.wal|\.tmp)?$"
+)
+
+
+@dataclass(frozen=True)
+class TempName:
+    target: str
+    host: str | None
+    pid: int | None
+
+
+def parse_temp_name(name: str) -> TempName | None:
+    """Who wrote a temporary file of :func:`atomic_path`, or None if the name is not one."""
+    m = _TEMP_RE.match(name)
+    if m is None:
+        return None
+    pid = m["pid"]
+    return TempName(m["target"], m["host"], int(pid) if pid is not None else None)
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0644 under the usual umask 022."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    prefix = f".{target.name}.{host_tag()}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    try:
+        # mkstemp makes 0600 whatever the umask: a UI or daemon running as another user (or a
+        # group-shared data dir) could not read the renamed file. Give it the umask's mode.
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
