@@ -2,7 +2,8 @@
 
 ``catret materialize`` runs the whole asset graph in-process against a persistent Dagster
 instance (so the runs show up in ``catret ui``); ``catret ui`` serves the Dagster UI;
-``catret search`` queries the materialised indexes; ``catret sql`` queries the DuckDB catalogue.
+``catret search`` queries the materialised indexes; ``catret sql`` queries the DuckDB catalogue;
+``catret serve`` serves the catalogue over HTTP (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -417,6 +418,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from catret_pipeline.serving.server import serve
+
+    env = configure_environment(args.data_dir, None, None, create=False)
+    return serve(
+        env["data_dir"],
+        host=args.host,
+        port=args.port,
+        reload_interval=args.reload_interval,
+        model=args.model,
+        root_path=args.root_path,
+    )
+
+
 def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
     p.add_argument(
         "--data-dir", help=f"data directory (env {settings.ENV_DATA_DIR}; default ./data)"
@@ -496,6 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--sheet", help="write a contact sheet PNG of the results")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="HTTP API and web page over the materialised catalogue")
+    _common(p, raw=False)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--model",
+        help="serving model, for every setting or as all=M,specific=M (env CATRET_SERVE_MODEL; "
+        "default: the best validation R-precision per setting)",
+    )
+    p.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the data dir for a new build (0 = no hot reload)",
+    )
+    p.add_argument("--root-path", default="", help="URL prefix when mounted under a proxy path")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
