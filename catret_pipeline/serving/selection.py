@@ -11,7 +11,6 @@ which needs nothing trained. ``CATRET_SERVE_MODEL`` overrides the choice.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -59,33 +58,45 @@ def parse_override(text: str | None) -> dict[str, str]:
     return out
 
 
-def validation_candidates(fusion_models: pl.DataFrame | None, setting: str) -> dict[str, float]:
+def _usable(fusion_models: pl.DataFrame | None, setting: str) -> pl.DataFrame:
     if fusion_models is None or "val_rprec_best" not in fusion_models.columns:
-        return {}
-    rows = fusion_models.filter(
+        return pl.DataFrame(schema={"model": pl.String, "val_rprec_best": pl.Float64})
+    return fusion_models.filter(
         (pl.col("setting") == setting)
         & (pl.col("status") != "skipped")
         & pl.col("val_rprec_best").is_not_null()
-    )
-    return {
-        m: float(v)
-        for m, v in rows.select("model", "val_rprec_best").sort("model").iter_rows()
-        if v is not None and math.isfinite(v)
-    }
+        & pl.col("val_rprec_best").is_finite()
+    ).sort("model")
+
+
+def validation_candidates(fusion_models: pl.DataFrame | None, setting: str) -> dict[str, float]:
+    rows = _usable(fusion_models, setting)
+    return {m: float(v) for m, v in rows.select("model", "val_rprec_best").iter_rows()}
+
+
+def _best(fusion_models: pl.DataFrame, setting: str) -> str:
+    # Ties on R-precision are common on small validation sets (every head at 1.0 on the
+    # sample's `general`): the lower validation loss breaks them, still without test data.
+    rows = _usable(fusion_models, setting)
+    loss = pl.col("val_loss_best") if "val_loss_best" in rows.columns else pl.lit(0.0)
+    rows = rows.with_columns(loss.fill_null(float("inf")).fill_nan(float("inf")).alias("_loss"))
+    return rows.sort(["val_rprec_best", "_loss", "model"], descending=[True, False, False])[
+        "model"
+    ][0]
 
 
 def choose_model(
     fusion_models: pl.DataFrame | None, setting: str, override: dict[str, str] | None = None
 ) -> ModelChoice:
-    """The serving model of ``setting``: override, else best val R-precision (ties: name
-    order), else :data:`FALLBACK_MODEL`."""
+    """The serving model of ``setting``: override, else best val R-precision (ties: lower
+    val loss, then name), else :data:`FALLBACK_MODEL`."""
     candidates = validation_candidates(fusion_models, setting)
     override = override or {}
     forced = override.get(setting) or override.get("*")
     if forced:
         return ModelChoice(setting, forced, "override", candidates.get(forced), candidates)
     if candidates:
-        best = max(sorted(candidates), key=lambda m: candidates[m])
+        best = _best(fusion_models, setting)
         return ModelChoice(setting, best, "validation", candidates[best], candidates)
     return ModelChoice(setting, FALLBACK_MODEL, "fallback", None, candidates)
 
