@@ -35,14 +35,18 @@ class ModelVectors:
     encode_unavailable: str | None = None
 
 
-class _Root:
+class ArtefactRoot:
     """``inference`` locates artefacts through ``path(*parts)`` under the data dir."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
+        self.data_dir = Path(data_dir).resolve()
 
     def path(self, *parts: str) -> Path:
-        return self.data_dir.joinpath(*parts)
+        # A model name is user input (``catret search --model``): never leave the data dir.
+        p = self.data_dir.joinpath(*parts).resolve()
+        if not p.is_relative_to(self.data_dir):
+            raise FileNotFoundError(f"path {p} escapes the data directory {self.data_dir}")
+        return p
 
 
 def _need(tables: dict[str, pl.DataFrame], *names: str) -> None:
@@ -102,14 +106,14 @@ def trained(
     _need(tables, "image_embeddings", "title_embeddings", "attribute_embeddings")
     _need(tables, "fused_representations")
     try:
-        loaded = inference.load_fusion_model(_Root(data_dir), model, setting)
+        loaded = inference.load_fusion_model(ArtefactRoot(data_dir), model, setting)
     except FileNotFoundError as exc:
         raise StoreError(f"{model}/{setting}: {exc}") from exc
     features = ProductFeatureTables.from_frames(
         tables["image_embeddings"], tables["title_embeddings"], tables["attribute_embeddings"]
     )
     vectors = inference.encode_products(
-        _Root(data_dir), model, setting, asins, features, loaded=loaded
+        ArtefactRoot(data_dir), model, setting, asins, features, loaded=loaded
     )
     fused = tables["fused_representations"].filter(
         (pl.col("model") == model) & (pl.col("setting") == setting) & (pl.col("kind") == "category")
