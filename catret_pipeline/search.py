@@ -206,8 +206,10 @@ def _encode_text(root: Path, name: str, table: pl.DataFrame, table_name: str) ->
 
     # The encoder itself, built once per process from the build's settings (no Dagster
     # resources: a query needs the model, not the pipeline's definitions).
+    # The id comes from the spec, so a wrong encoder is refused before anything is loaded.
+    model_id = encoders.text_spec(root).model_id
+    _check_encoder(model_id, _stored_model_ids(table, table_name), table_name, "text")
     encoder = encoders.text_model(root)
-    _check_encoder(encoder.model_id, _stored_model_ids(table, table_name), table_name, "text")
     return np.asarray(encoder.encode([name]), dtype=np.float32)[0]
 
 
@@ -228,9 +230,8 @@ def _query_vector(
             return vec, "precomputed", notes
         from catret_pipeline.serving import encoders
 
-        clip = encoders.clip_model()
         _check_encoder(
-            clip.model_id,
+            encoders.clip_spec().model_id,
             _stored_model_ids(table, "category_clip_embeddings"),
             "category_clip_embeddings",
             "CLIP",
@@ -250,6 +251,7 @@ def _query_vector(
         else:
             notes.append(f"CLIP prompt {prompt!r}")
         text = prompt.replace("{name}", name)
+        clip = encoders.clip_model()
         return np.asarray(clip.encode_texts([text]), dtype=np.float32)[0], "encoded", notes
 
     fused_path = _asset(root, "fused_representations")
@@ -281,10 +283,12 @@ def _encode_trained(root: Path, model: str, setting: str, name: str) -> np.ndarr
         loaded = inference.load_fusion_model(storage, model, setting)
     except FileNotFoundError as exc:
         raise SearchError(f"{exc} ({MATERIALIZE_HINT})") from exc
-    encoder = encoders.text_model(root)
     stored = loaded.meta.get("input_model_ids", {}).get("category") or []
     stored = [stored] if isinstance(stored, str) else list(stored)
-    _check_encoder(encoder.model_id, stored, f"the {model}/{setting} artefact", "text")
+    _check_encoder(
+        encoders.text_spec(root).model_id, stored, f"the {model}/{setting} artefact", "text"
+    )
+    encoder = encoders.text_model(root)
     vec = inference.encode_queries(storage, model, setting, [name], encoder.encode, loaded=loaded)
     return vec[0]
 
