@@ -396,22 +396,41 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalogue_search(args: argparse.Namespace, data_dir: str):
+    """The whole catalogue through the serving store: the same code as ``catret serve``."""
+    from catret_pipeline.serving.query import QueryError
+    from catret_pipeline.serving.store import Store
+    from catret_pipeline.serving.tables import StoreError
+
+    try:
+        store = Store(data_dir, interval=0, override=args.model)
+        return store.search(args.query, args.k, args.setting)
+    except (StoreError, QueryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from catret_pipeline.search import SearchError, print_results, search, write_contact_sheet
 
     env = configure_environment(args.data_dir, None, None, create=False)
-    try:
-        hits = search(
-            data_dir=env["data_dir"],
-            query=args.query,
-            model=args.model,
-            setting=args.setting,
-            k=args.k,
-        )
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_results(hits, args.query, args.model, args.setting)
+    if args.catalogue:
+        hits = _catalogue_search(args, env["data_dir"])
+        if hits is None:
+            return 2
+    else:
+        try:
+            hits = search(
+                data_dir=env["data_dir"],
+                query=args.query,
+                model=args.model or "clip-ita",
+                setting=args.setting,
+                k=args.k,
+            )
+        except SearchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print_results(hits, args.query, hits.model, hits.setting)
     if args.sheet:
         path = write_contact_sheet(hits, env["data_dir"], args.sheet, title=args.query)
         print(f"contact sheet: {path}")
@@ -506,9 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="rank products for a category name")
     _common(p, raw=False)
     p.add_argument("query", help="category name, seen or unseen")
-    p.add_argument("--model", default="clip-ita")
+    p.add_argument(
+        "--model",
+        help="model to rank with (default clip-ita; with --catalogue the serving model)",
+    )
     p.add_argument("--setting", default="specific", choices=["all", "general", "specific"])
     p.add_argument("-k", type=int, default=10)
+    p.add_argument(
+        "--catalogue",
+        action="store_true",
+        help="rank every product of the catalogue with the serving store (as catret serve) "
+        "instead of the setting's test split in its evaluation index",
+    )
     p.add_argument("--sheet", help="write a contact sheet PNG of the results")
     p.set_defaults(func=cmd_search)
 
