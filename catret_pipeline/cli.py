@@ -2,7 +2,8 @@
 
 ``catret materialize`` runs the whole asset graph in-process against a persistent Dagster
 instance (so the runs show up in ``catret ui``); ``catret ui`` serves the Dagster UI;
-``catret search`` queries the materialised indexes; ``catret sql`` queries the DuckDB catalogue.
+``catret search`` queries the materialised indexes; ``catret sql`` queries the DuckDB catalogue;
+``catret serve`` serves the catalogue over HTTP (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -409,26 +410,59 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalogue_search(args: argparse.Namespace, data_dir: str):
+    """The whole catalogue through the serving store: the same code as ``catret serve``."""
+    from catret_pipeline.serving.query import QueryError
+    from catret_pipeline.serving.store import Store
+    from catret_pipeline.serving.tables import StoreError
+
+    try:
+        store = Store(data_dir, interval=0, override=args.model)
+        return store.search(args.query, args.k, args.setting)
+    except (StoreError, QueryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from catret_pipeline.search import SearchError, print_results, search, write_contact_sheet
 
     env = configure_environment(args.data_dir, None, None, create=False)
-    try:
-        hits = search(
-            data_dir=env["data_dir"],
-            query=args.query,
-            model=args.model,
-            setting=args.setting,
-            k=args.k,
-        )
-    except SearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_results(hits, args.query, args.model, args.setting)
+    if args.catalogue:
+        hits = _catalogue_search(args, env["data_dir"])
+        if hits is None:
+            return 2
+    else:
+        try:
+            hits = search(
+                data_dir=env["data_dir"],
+                query=args.query,
+                model=args.model or "clip-ita",
+                setting=args.setting,
+                k=args.k,
+            )
+        except SearchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print_results(hits, args.query, hits.model, hits.setting)
     if args.sheet:
         path = write_contact_sheet(hits, env["data_dir"], args.sheet, title=args.query)
         print(f"contact sheet: {path}")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from catret_pipeline.serving.server import serve
+
+    env = configure_environment(args.data_dir, None, None, create=False)
+    return serve(
+        env["data_dir"],
+        host=args.host,
+        port=args.port,
+        reload_interval=args.reload_interval,
+        model=args.model,
+        root_path=args.root_path,
+    )
 
 
 def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
@@ -505,11 +539,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="rank products for a category name")
     _common(p, raw=False)
     p.add_argument("query", help="category name, seen or unseen")
-    p.add_argument("--model", default="clip-ita")
+    p.add_argument(
+        "--model",
+        help="model to rank with (default clip-ita; with --catalogue the serving model)",
+    )
     p.add_argument("--setting", default="specific", choices=["all", "general", "specific"])
     p.add_argument("-k", type=int, default=10)
+    p.add_argument(
+        "--catalogue",
+        action="store_true",
+        help="rank every product of the catalogue with the serving store (as catret serve) "
+        "instead of the setting's test split in its evaluation index",
+    )
     p.add_argument("--sheet", help="write a contact sheet PNG of the results")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="HTTP API and web page over the materialised catalogue")
+    _common(p, raw=False)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--model",
+        help="serving model, for every setting or as all=M,specific=M (env CATRET_SERVE_MODEL; "
+        "default: the best validation R-precision per setting)",
+    )
+    p.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the data dir for a new build (0 = no hot reload)",
+    )
+    p.add_argument("--root-path", default="", help="URL prefix when mounted under a proxy path")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

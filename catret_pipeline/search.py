@@ -201,15 +201,15 @@ def recover_prompt(table: pl.DataFrame, candidates: Sequence[str]) -> str | None
     return None
 
 
-def _resources(root: Path) -> dict:
-    from catret_pipeline.definitions import build_resources
-
-    return build_resources(str(root))
-
-
 def _encode_text(root: Path, name: str, table: pl.DataFrame, table_name: str) -> np.ndarray:
-    encoder = _resources(root)["text_encoder"]
-    _check_encoder(encoder.model_id, _stored_model_ids(table, table_name), table_name, "text")
+    from catret_pipeline.serving import encoders
+
+    # The encoder itself, built once per process from the build's settings (no Dagster
+    # resources: a query needs the model, not the pipeline's definitions).
+    # The id comes from the spec, so a wrong encoder is refused before anything is loaded.
+    model_id = encoders.text_spec(root).model_id
+    _check_encoder(model_id, _stored_model_ids(table, table_name), table_name, "text")
+    encoder = encoders.text_model(root)
     return np.asarray(encoder.encode([name]), dtype=np.float32)[0]
 
 
@@ -228,9 +228,10 @@ def _query_vector(
         vec = _precomputed(table, "name", name)
         if vec is not None:
             return vec, "precomputed", notes
-        clip = _resources(root)["clip"]
+        from catret_pipeline.serving import encoders
+
         _check_encoder(
-            clip.model_id,
+            encoders.clip_spec().model_id,
             _stored_model_ids(table, "category_clip_embeddings"),
             "category_clip_embeddings",
             "CLIP",
@@ -250,6 +251,7 @@ def _query_vector(
         else:
             notes.append(f"CLIP prompt {prompt!r}")
         text = prompt.replace("{name}", name)
+        clip = encoders.clip_model()
         return np.asarray(clip.encode_texts([text]), dtype=np.float32)[0], "encoded", notes
 
     fused_path = _asset(root, "fused_representations")
@@ -273,17 +275,20 @@ def _query_vector(
 
 def _encode_trained(root: Path, model: str, setting: str, name: str) -> np.ndarray:
     from catret_pipeline.fusion import inference
-    from catret_pipeline.storage.resources import CatretStorage
+    from catret_pipeline.serving import encoders
+    from catret_pipeline.serving.vectors import ArtefactRoot
 
-    storage = CatretStorage(data_dir=str(root), table_store=settings.default_table_store())
+    storage = ArtefactRoot(root)
     try:
         loaded = inference.load_fusion_model(storage, model, setting)
     except FileNotFoundError as exc:
         raise SearchError(f"{exc} ({MATERIALIZE_HINT})") from exc
-    encoder = _resources(root)["text_encoder"]
     stored = loaded.meta.get("input_model_ids", {}).get("category") or []
     stored = [stored] if isinstance(stored, str) else list(stored)
-    _check_encoder(encoder.model_id, stored, f"the {model}/{setting} artefact", "text")
+    _check_encoder(
+        encoders.text_spec(root).model_id, stored, f"the {model}/{setting} artefact", "text"
+    )
+    encoder = encoders.text_model(root)
     vec = inference.encode_queries(storage, model, setting, [name], encoder.encode, loaded=loaded)
     return vec[0]
 

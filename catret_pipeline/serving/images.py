@@ -1,0 +1,40 @@
+"""Which file ``/images/<path>`` may send: only a cache path listed in ``product_images``.
+
+The URL path is matched against the snapshot's set of cache paths (strings, before touching the
+file system), then resolved and checked to lie inside ``<data_dir>/image_cache``: a ``..``, an
+absolute path, an encoded separator or a symlink pointing out of the cache is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from catret_pipeline.images.cache import CACHE_DIR, parse_cache_path
+from catret_pipeline.serving.snapshot import Snapshot
+
+MEDIA_TYPES = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
+#: Content-addressed: the bytes behind a path never change, so clients may keep them for ever.
+CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+
+def resolve_image(snap: Snapshot, rel: str) -> tuple[Path, str] | None:
+    """(file, media type) for a servable cache path, else None (the caller answers 404)."""
+    if rel not in snap.image_paths:
+        return None
+    parsed = parse_cache_path(rel)
+    if parsed is None:
+        return None
+    media = MEDIA_TYPES.get(parsed[1])
+    if media is None:
+        return None
+    cache_root = (snap.data_dir / CACHE_DIR).resolve()
+    path = (snap.data_dir / rel).resolve()
+    if not path.is_relative_to(cache_root) or not path.is_file():
+        return None
+    return path, media

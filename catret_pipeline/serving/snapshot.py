@@ -1,0 +1,169 @@
+"""An immutable view of one build of a data dir: everything a request reads.
+
+A request takes the current :class:`Snapshot` once and reads only from it, so swapping the
+store's reference to a newly loaded snapshot (one assignment) is the whole of a hot reload: a
+request in flight keeps the snapshot it started with, the next one sees the new one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import polars as pl
+
+from catret_pipeline.catalogue.splits import SETTINGS
+from catret_pipeline.serving import selection, tables, vectors
+from catret_pipeline.serving.index import ProductIndex, build_product_index
+from catret_pipeline.serving.selection import ModelChoice
+
+
+@dataclass(frozen=True)
+class Product:
+    asin: str
+    title: str | None
+    category_path: tuple[str, ...]
+    #: ``product_images.cache_path`` of an ``ok`` image (relative to the data dir), else None.
+    image_path: str | None
+    split: str | None
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    name: str
+    parent_id: str | None
+    depth: int
+    path: tuple[str, ...]
+    n_subtree: int
+    is_leaf: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "parent_id": self.parent_id,
+            "depth": self.depth,
+            "path": list(self.path),
+            "n_subtree": self.n_subtree,
+            "is_leaf": self.is_leaf,
+        }
+
+
+@dataclass(frozen=True)
+class SettingView:
+    choice: ModelChoice
+    index: ProductIndex
+    model: vectors.ModelVectors
+    #: Category names among the setting's train pairs: the model was trained on them.
+    seen_names: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    data_dir: Path
+    signature: tuple
+    loaded_at: float
+    products: MappingProxyType  # asin -> Product
+    nodes: tuple[Node, ...]
+    nodes_by_id: MappingProxyType  # node_id -> Node
+    #: The cache paths that may be served (the only files /images/ opens).
+    image_paths: frozenset[str]
+    settings: MappingProxyType  # setting -> SettingView
+    errors: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def version(self) -> str:
+        """A short id of the files this snapshot was read from (changes on every reload)."""
+        return f"{abs(hash(self.signature)) & 0xFFFFFFFF:08x}"
+
+
+def _products(t: dict[str, pl.DataFrame]) -> dict[str, Product]:
+    products = t["products"].select("asin", "title", "category_path").unique("asin", keep="first")
+    images: dict[str, str] = {}
+    if "product_images" in t:
+        ok = t["product_images"].filter(
+            (pl.col("status") == "ok") & pl.col("cache_path").is_not_null()
+        )
+        images = dict(ok.unique("asin", keep="first").select("asin", "cache_path").iter_rows())
+    splits: dict[str, str] = {}
+    if "evaluation_pairs" in t:
+        pairs = t["evaluation_pairs"].unique("asin", keep="first")
+        splits = dict(pairs.select("asin", "split").iter_rows())
+    return {
+        a: Product(a, title, tuple(path or ()), images.get(a), splits.get(a))
+        for a, title, path in products.iter_rows()
+    }
+
+
+def _nodes(tree: pl.DataFrame) -> list[Node]:
+    rows = tree.sort("depth", "path")
+    return [
+        Node(
+            r["node_id"],
+            r["name"],
+            r["parent_id"],
+            int(r["depth"]),
+            tuple(r["path"] or ()),
+            int(r.get("n_subtree") or 0),
+            bool(r.get("is_leaf")),
+        )
+        for r in rows.iter_rows(named=True)
+    ]
+
+
+def _seen(t: dict[str, pl.DataFrame], setting: str) -> frozenset[str]:
+    if "evaluation_pairs" not in t:
+        return frozenset()
+    train = t["evaluation_pairs"].filter(
+        (pl.col("setting") == setting) & (pl.col("split") == "train")
+    )
+    return frozenset(train["category_name"].unique().to_list())
+
+
+def _settings(t: dict[str, pl.DataFrame]) -> list[str]:
+    if "evaluation_pairs" in t:
+        have = set(t["evaluation_pairs"]["setting"].unique().to_list())
+        return [s for s in SETTINGS if s in have]
+    return list(SETTINGS)
+
+
+def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot:
+    """Read the data dir once and build every setting's serving view.
+
+    A setting whose model cannot be served is left out and its reason kept in ``errors``; if
+    no setting can be served at all this raises :class:`tables.StoreError`.
+    """
+    root = Path(data_dir).resolve()
+    sig = tables.signature(root)
+    t = tables.read_tables_once(root)
+    products = _products(t)
+    asins = sorted(products)
+    choices = selection.choose_models(t.get("fusion_models"), _settings(t), override)
+    views: dict[str, SettingView] = {}
+    errors: dict[str, str] = {}
+    for setting, choice in choices.items():
+        try:
+            mv = vectors.model_vectors(root, t, choice.model, setting, asins)
+        except (tables.StoreError, ValueError) as exc:
+            errors[setting] = f"{choice.model}: {exc}"
+            continue
+        index = build_product_index(mv.asins, mv.vectors)
+        views[setting] = SettingView(choice, index, mv, _seen(t, setting))
+    if not views:
+        raise tables.StoreError("no setting can be served: " + "; ".join(errors.values()))
+    nodes = _nodes(t["category_tree"])
+    return Snapshot(
+        data_dir=root,
+        signature=sig,
+        loaded_at=time.time(),
+        products=MappingProxyType(products),
+        nodes=tuple(nodes),
+        nodes_by_id=MappingProxyType({n.node_id: n for n in nodes}),
+        image_paths=frozenset(p.image_path for p in products.values() if p.image_path),
+        settings=MappingProxyType(views),
+        errors=MappingProxyType(errors),
+    )
