@@ -29,6 +29,7 @@ STAGE_MODULES = (
     "catret_pipeline.retrieval.assets",
     "catret_pipeline.retrieval.hybrid_assets",
     "catret_pipeline.evaluation.assets",
+    "catret_pipeline.delivery.assets",
     "catret_pipeline.reporting.assets",
     "catret_pipeline.refresh.assets",
 )
