@@ -156,3 +156,30 @@ def test_category_rankings_cover_the_tree_and_reuse_unchanged_nodes(tmp_path):
     assert _meta(third, "all.nodes_recomputed") == 1 and _meta(third, "all.nodes_reused") == n - 1
     got = pl.read_parquet(assets / "category_rankings.parquet")
     assert got.filter(pl.col("node_id") == node)["node_name"].unique().to_list() == ["Lanterns"]
+
+
+def test_the_server_reads_fresh_pages_and_the_built_choice(tmp_path):
+    from catret_pipeline.serving.store import Store, category_page, search
+
+    data = tmp_path / "data"
+    write_catalogue(data)
+    assets = data / "assets"
+    atomic_write_parquet(_fusion({}), assets / "fusion_models.parquet")
+    cfg = {"ops": {"category_rankings": {"config": {"k": 5}}}}
+    assert _run(str(data), [serving_models, category_rankings], cfg).success
+    snap = Store(data, interval=0).snapshot
+    built = pl.read_parquet(assets / "serving_models.parquet")
+    for setting, view in snap.settings.items():
+        assert view.choice.reason == dict(built.select("setting", "reason").rows())[setting]
+        assert len(view.pages) == len(snap.nodes)
+        for node in snap.nodes:
+            page = category_page(snap, node, 5, setting)
+            assert page.query_source == "category_rankings"
+            live = search(snap, node.name, 5, setting)
+            assert [h.asin for h in page] == [h.asin for h in live]
+            # Deeper than stored: computed on request.
+            assert category_page(snap, node, 6, setting).query_source != "category_rankings"
+    # A new catalogue (titles change every product vector): the stored pages are stale.
+    write_catalogue(data, title_suffix=" v2")
+    stale = Store(data, interval=0).snapshot
+    assert all(len(v.pages) == 0 for v in stale.settings.values())

@@ -22,7 +22,7 @@ from catret_pipeline.serving import payloads
 from catret_pipeline.serving.images import CACHE_CONTROL, resolve_image
 from catret_pipeline.serving.openapi import openapi_document
 from catret_pipeline.serving.query import QueryError, parse_k
-from catret_pipeline.serving.store import Store, search, view_of
+from catret_pipeline.serving.store import Store, category_page, search, view_of
 
 log = logging.getLogger("catret.serving")
 
@@ -76,7 +76,7 @@ def api_category(request: Request) -> Response:
         raise QueryError(f"unknown category node {node_id[:40]!r}", status=404)
     q = request.query_params
     k = parse_k(q.get("k"), default=CATEGORY_PAGE_K)
-    res = search(snap, node.name, k, q.get("setting") or None)
+    res = category_page(snap, node, k, q.get("setting") or None)
     view = view_of(snap, res.setting)
     children = [payloads.node(n, view) for n in snap.nodes if n.parent_id == node.node_id]
     body = payloads.results(res, view, snap, _root(request))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from catret_pipeline.delivery.rankings import unit_catalogue
 from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
 
 HNSW_FROM = 200_000
@@ -60,9 +61,8 @@ def index_method(n: int) -> str:
 
 
 def build_product_index(asins: list[str], vectors: np.ndarray) -> ProductIndex:
-    order = np.argsort(np.asarray(asins, dtype=object), kind="stable")
-    labels = np.asarray(asins, dtype=object)[order]
-    vecs = l2_normalize(vectors[order], "product vectors") if len(asins) else vectors
+    # The order and normalisation category_rankings ranks with, so stored pages equal searches.
+    labels, vecs = unit_catalogue(asins, vectors)
     hnsw = None
     if len(asins) and index_method(len(asins)) == "hnsw":
         from catret_pipeline.retrieval.hnsw_index import HnswParams, LoadedIndex, build_index

@@ -67,6 +67,8 @@ def health(snap: Snapshot, reloads: int, last_error: str | None) -> dict:
                 "products_indexed": v.index.n,
                 "index": v.index.method,
                 "new_names": v.model.encode is not None,
+                # Nodes whose category_rankings page is fresh for this model (0: none built).
+                "category_pages_stored": len(v.pages),
             }
             for s, v in snap.settings.items()
         },

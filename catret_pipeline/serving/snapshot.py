@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from catret_pipeline.catalogue.splits import SETTINGS
+from catret_pipeline.delivery import rankings
 from catret_pipeline.serving import selection, tables, vectors
 from catret_pipeline.serving.index import ProductIndex, build_product_index
 from catret_pipeline.serving.selection import ModelChoice
@@ -60,6 +61,8 @@ class SettingView:
     model: vectors.ModelVectors
     #: Category names among the setting's train pairs: the model was trained on them.
     seen_names: frozenset[str]
+    #: node_id -> ((asin, score), ...) from ``category_rankings`` when fresh for this model.
+    pages: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,32 @@ def _settings(t: dict[str, pl.DataFrame]) -> list[str]:
     return list(SETTINGS)
 
 
+def _pages(
+    t: dict[str, pl.DataFrame],
+    setting: str,
+    mv: vectors.ModelVectors,
+    index: ProductIndex,
+    names: dict[str, str],
+) -> dict[str, tuple]:
+    """The stored category pages that are still what this snapshot would compute: same model,
+    same catalogue vectors (fingerprint) and the node's current name; any other node is
+    ranked on request."""
+    df = t.get("category_rankings")
+    if df is None or df.is_empty():
+        return {}
+    fp = rankings.catalogue_fingerprint(index.asins, index.vectors)
+    rows = df.filter(
+        (pl.col("setting") == setting)
+        & (pl.col("model") == mv.model)
+        & (pl.col("catalogue_fingerprint") == fp)
+    ).sort("node_id", "rank")
+    out: dict[str, list] = {}
+    for node_id, name, asin, score in rows.select("node_id", "node_name", "asin", "score").rows():
+        if names.get(node_id) == name:
+            out.setdefault(node_id, []).append((asin, float(score)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot:
     """Read the data dir once and build every setting's serving view.
 
@@ -142,7 +171,11 @@ def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot
     t = tables.read_tables_once(root)
     products = _products(t)
     asins = sorted(products)
-    choices = selection.choose_models(t.get("fusion_models"), _settings(t), override)
+    choices = selection.choose_models(
+        t.get("fusion_models"), _settings(t), override, t.get("serving_models")
+    )
+    nodes = _nodes(t["category_tree"])
+    names = {n.node_id: n.name for n in nodes}
     views: dict[str, SettingView] = {}
     errors: dict[str, str] = {}
     for setting, choice in choices.items():
@@ -152,10 +185,10 @@ def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot
             errors[setting] = f"{choice.model}: {exc}"
             continue
         index = build_product_index(mv.asins, mv.vectors)
-        views[setting] = SettingView(choice, index, mv, _seen(t, setting))
+        pages = MappingProxyType(_pages(t, setting, mv, index, names))
+        views[setting] = SettingView(choice, index, mv, _seen(t, setting), pages)
     if not views:
         raise tables.StoreError("no setting can be served: " + "; ".join(errors.values()))
-    nodes = _nodes(t["category_tree"])
     return Snapshot(
         data_dir=root,
         signature=sig,

@@ -82,15 +82,9 @@ def query_vector(view: SettingView, name: str) -> tuple[np.ndarray, str]:
     return view.model.encode(name), "encoded"
 
 
-def search(snap: Snapshot, query: str, k=None, setting: str | None = None) -> SearchResults:
-    """Top-``k`` products of the whole catalogue for a category name, in one snapshot."""
-    name = clean_name(query)
-    k = parse_k(k)
-    view = view_of(snap, setting)
-    vec, source = query_vector(view, name)
-    asins, scores = view.index.search(np.asarray(vec, dtype=np.float32), k)
+def _hits(snap: Snapshot, ranked) -> list[Hit]:
     hits = []
-    for rank, (asin, score) in enumerate(zip(asins, scores, strict=True), start=1):
+    for rank, (asin, score) in enumerate(ranked, start=1):
         p = snap.products.get(asin)
         hits.append(
             Hit(
@@ -102,6 +96,35 @@ def search(snap: Snapshot, query: str, k=None, setting: str | None = None) -> Se
                 image_path=p.image_path if p else None,
             )
         )
+    return hits
+
+
+def category_page(snap: Snapshot, node, k: int, setting: str | None = None) -> SearchResults:
+    """A node's page: its stored ``category_rankings`` rows when fresh and deep enough, else a
+    search for its name (the same ranking, computed now)."""
+    view = view_of(snap, setting)
+    stored = view.pages.get(node.node_id)
+    if stored is None or len(stored) < min(k, view.index.n):
+        return search(snap, node.name, k, view.choice.setting)
+    res = SearchResults(
+        node.name,
+        view.model.model,
+        view.choice.setting,
+        _hits(snap, stored[:k]),
+        "category_rankings",
+        [],
+    )
+    return res
+
+
+def search(snap: Snapshot, query: str, k=None, setting: str | None = None) -> SearchResults:
+    """Top-``k`` products of the whole catalogue for a category name, in one snapshot."""
+    name = clean_name(query)
+    k = parse_k(k)
+    view = view_of(snap, setting)
+    vec, source = query_vector(view, name)
+    asins, scores = view.index.search(np.asarray(vec, dtype=np.float32), k)
+    hits = _hits(snap, zip(asins, scores, strict=True))
     notes = [] if np.any(vec) else ["the query vector is all zeros: every score is 0"]
     return SearchResults(name, view.model.model, view.choice.setting, hits, source, notes)
 

@@ -30,6 +30,8 @@ TABLES = {
     "attribute_embeddings": False,
     "category_embeddings": False,
     "category_clip_embeddings": False,
+    "serving_models": False,
+    "category_rankings": False,
 }
 
 
