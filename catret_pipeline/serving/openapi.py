@@ -52,7 +52,10 @@ def openapi_document() -> dict:
             "query": {"type": "string"},
             "setting": {"type": "string"},
             "model": {"type": "string"},
-            "query_source": {"type": "string", "enum": ["precomputed", "encoded"]},
+            "query_source": {
+                "type": "string",
+                "enum": ["precomputed", "encoded", "category_rankings"],
+            },
             "seen_in_train": {"type": "boolean"},
             "snapshot": {"type": "string"},
             "notes": {"type": "array", "items": {"type": "string"}},
