@@ -93,3 +93,36 @@ def test_catret_serve_command_answers(project, tmp_path):  # noqa: F811
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_category_rankings_with_a_trained_head_are_the_servers_pages(project):  # noqa: F811
+    import dagster as dg
+
+    from catret_pipeline.delivery.assets import VECTOR_TABLES, category_rankings, serving_models
+    from catret_pipeline.serving.store import category_page
+    from catret_pipeline.storage.io_manager import ParquetIOManager
+    from catret_pipeline.storage.resources import CatretStorage
+
+    data, _ = project
+    upstream = ("fusion_models", "evaluation_pairs", "category_tree", "products", "product_images")
+    result = dg.materialize(
+        [
+            *(dg.AssetSpec(k) for k in (*upstream, *VECTOR_TABLES)),
+            serving_models,
+            category_rankings,
+        ],
+        resources={
+            "io_manager": ParquetIOManager(data_dir=str(data)),
+            "storage": CatretStorage(data_dir=str(data)),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    ranked = pl.read_parquet(data / "assets" / "category_rankings.parquet")
+    assert set(ranked["model"]) == {TRAINED}
+    snap = Store(data, interval=0).snapshot
+    for setting, view in snap.settings.items():
+        assert view.choice.model == TRAINED
+        assert len(view.pages) == len(snap.nodes), setting
+        node = snap.nodes[-1]
+        assert category_page(snap, node, 10, setting).query_source == "category_rankings"
