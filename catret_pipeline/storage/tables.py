@@ -38,6 +38,19 @@ TABLE_STORE_HELP = (
 MATERIALIZE_HINT = "materialise it first (e.g. `catret materialize`)."
 
 
+class DamagedTable(Exception):
+    """A table file that exists but is not readable Parquet (0 bytes, truncated, overwritten):
+    the message names the file, so no raw polars / pyarrow error reaches the user."""
+
+    def __init__(self, path: TablePath, exc: Exception):
+        self.path = path
+        super().__init__(
+            f"table file {path} is damaged (empty, truncated or not Parquet: "
+            f"{type(exc).__name__}: {exc}); delete it and re-materialise its asset "
+            "(e.g. `catret materialize`)"
+        )
+
+
 def table_root(data_dir: str | os.PathLike, table_store: str = "") -> TablePath:
     """The folder of every table asset: ``<data_dir>/assets`` unless ``table_store`` is set."""
     if not table_store:
@@ -114,15 +127,23 @@ def missing_message(asset: str, path: TablePath) -> str:
     return f"Asset {asset} has no materialisation at {path}; {MATERIALIZE_HINT}"
 
 
+def _parse(path: TablePath, data: bytes) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise DamagedTable(path, exc) from exc
+
+
 def _read_local(path: Path) -> pl.DataFrame:
     with open(path, "rb") as fh:
         data = fh.read()
-    return pl.read_parquet(io.BytesIO(data))
+    return _parse(path, data)
 
 
 def _read_remote(path: TablePath) -> pl.DataFrame:
     with path.open("rb") as fh:
-        return pl.read_parquet(fh)
+        data = fh.read()
+    return _parse(path, data)
 
 
 def read_tables(paths: Sequence[TablePath], lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
