@@ -328,10 +328,22 @@ def _materialize_locked(args: argparse.Namespace, env: dict[str, str]) -> int:
     if not result.success:
         print("run failed at: " + ", ".join(failed or ["(see the Dagster logs)"]), file=sys.stderr)
         return 1
-    print(
-        f"done: run {result.run_id}; DuckDB catalogue at {Path(env['data_dir']) / 'catret.duckdb'}"
-    )
+    print(_done_message(result, Path(env["data_dir"])))
     return 0
+
+
+def _done_message(result, data_dir: Path) -> str:
+    """What a successful run built: the catalogue path is named only when this run refreshed
+    it, so a partial selection never suggests that ``catret sql`` sees its new tables."""
+    built = sorted(
+        {ev.asset_key.to_user_string() for ev in result.get_asset_materialization_events()}
+    )
+    if "catret_duckdb" in built:
+        return f"done: run {result.run_id}; DuckDB catalogue at {data_dir / 'catret.duckdb'}"
+    return (
+        f"done: run {result.run_id}; built {', '.join(built) or 'nothing'}; the DuckDB "
+        "catalogue was not refreshed (materialize catret_duckdb to see these in catret sql)"
+    )
 
 
 def _remove_stale_temp_files(data_dir: Path) -> None:

@@ -81,18 +81,35 @@ def _asset(root: Path, name: str) -> TablePath:
     return table_file(_tables(root), [name])
 
 
+def _unreadable(path: TablePath, exc: Exception) -> SearchError:
+    # Reads go through one open handle, so a build's rename cannot mix two versions; what
+    # still fails is a file caught mid-replace or one that is damaged. Only the second needs
+    # a rebuild: while a build runs, a retry is the remedy.
+    from catret_pipeline.serving.store import build_running
+
+    if isinstance(path, Path) and any(build_running(p) for p in path.parents[:3]):
+        return SearchError(
+            f"cannot read {path} while a build rewrites it ({type(exc).__name__}); "
+            "retry in a moment"
+        )
+    return SearchError(
+        f"cannot read {path}: the file is damaged (empty, truncated or not Parquet: {exc}); "
+        "re-run `catret materialize` to rebuild it"
+    )
+
+
 def _scan(path: TablePath) -> pl.LazyFrame:
-    return read_tables([path], lazy=True)
+    try:
+        return read_tables([path], lazy=True)
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
 
 
 def _read(root: Path, name: str, what: str) -> pl.DataFrame:
     path = _asset(root, name)
     if not path.exists():
         raise SearchError(f"{what} needs the {name} table, missing at {path}: {MATERIALIZE_HINT}")
-    try:
-        return read_tables([path])
-    except Exception as exc:
-        raise SearchError(f"cannot read {path}: {exc}; re-run `catret materialize`") from exc
+    return _scan(path).collect()
 
 
 def _available(indexes: pl.DataFrame) -> str:
@@ -121,7 +138,7 @@ def available_models(data_dir: str | os.PathLike) -> dict[str, list[str]]:
             out[BM25_MODEL] = sorted(settings)
     idx_path = _asset(root, "hnsw_indexes")
     if idx_path.exists():
-        built = read_tables([idx_path]).filter(pl.col("index_path").is_not_null())
+        built = _scan(idx_path).collect().filter(pl.col("index_path").is_not_null())
         for m, s in built.select("model", "setting").sort("model", "setting").iter_rows():
             out.setdefault(m, []).append(s)
     return out

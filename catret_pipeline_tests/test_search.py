@@ -289,3 +289,22 @@ def test_search_reads_tables_from_a_remote_table_store(project, monkeypatch, tmp
             search(moved, name, TRAINED, "specific", 5)
     finally:
         fs.rm("/catret-search-test", recursive=True)
+
+
+def test_damaged_tables_are_named_without_a_traceback(project, cli_env, tmp_path, capsys):
+    # Issue #12 item 5: a truncated products.parquet printed a polars traceback.
+    data, pairs = project
+    other = tmp_path / "data"
+    shutil.copytree(data / "assets", other / "assets")
+    shutil.copytree(data / "indexes", other / "indexes")
+    products = other / "assets" / "products.parquet"
+    products.write_bytes(products.read_bytes()[: products.stat().st_size // 2])
+    name = _known(pairs, "specific")
+    rc = main(["search", name, "--model", "mpnet", "--data-dir", str(other)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert str(products) in err and "damaged" in err and "catret materialize" in err
+    (other / "assets" / "hnsw_indexes.parquet").write_bytes(b"")
+    with pytest.raises(SearchError, match=r"hnsw_indexes\.parquet: the file is damaged"):
+        search(other, name, "mpnet", "specific", 5)

@@ -94,13 +94,17 @@ def _read_checkpoints(
     return parts
 
 
-def _read_previous(context, storage: CatretStorage, key_path: Sequence[str]) -> pl.DataFrame | None:
+def _read_previous(
+    context, storage: CatretStorage, key_path: Sequence[str]
+) -> tuple[pl.DataFrame | None, str | None]:
+    """The last good table and, when it was damaged, why it was not reused (for the metadata:
+    an operator sees that a long re-encode was caused by a broken file, not by new data)."""
     try:
-        return storage.read_previous(*key_path)
+        return storage.read_previous(*key_path), None
     except Exception as exc:
         name = "/".join(key_path)
         context.log.warning(f"{name}: previous table unreadable, encoding everything: {exc}")
-        return None
+        return None, str(exc)
 
 
 class _Progress:
@@ -144,7 +148,7 @@ def run_incremental(
     otherwise be encoded, returns more reusable rows (a shard: its rows of the merged table).
     """
     key_path = tuple(key_path or (asset,))
-    previous = _read_previous(context, storage, key_path)
+    previous, previous_damage = _read_previous(context, storage, key_path)
     checkpoints = _read_checkpoints(context, storage, asset, key_path)
     plan: IncrementalPlan = plan_incremental(
         current, previous, keys, model_id, checkpoints=checkpoints
@@ -213,6 +217,10 @@ def run_incremental(
             f"{asset}: {len(failures)} rows could not be encoded and have no embedding"
         )
         meta["failures"] = dg.MetadataValue.md(preview_markdown(report, rows=20, max_chars=120))
+    if previous_damage:
+        meta["previous_unreadable"] = dg.MetadataValue.text(
+            f"re-encoded every row: the previous table was not reused: {previous_damage}"
+        )
     return table, meta
 
 

@@ -20,6 +20,7 @@ from catret_pipeline.images.cache import (
 from catret_pipeline.images.fetch import FetchResult, normalise_url
 from catret_pipeline.images.resources import ImageFetcher
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline.storage.tables import DamagedTable
 
 
 class ProductImagesConfig(dg.Config):
@@ -232,7 +233,13 @@ def product_images(
 ) -> dg.Output[pl.DataFrame]:
     cache = ImageCache.from_storage(storage)
     wanted = products.select("asin", "image_url").collect()
-    previous = storage.read_previous("product_images") if config.reuse_previous else None
+    previous, damage = None, None
+    if config.reuse_previous:
+        try:
+            previous = storage.read_previous("product_images")
+        except DamagedTable as exc:  # re-fetch (the image cache still saves the downloads)
+            context.log.warning(f"product_images: previous table not reused: {exc}")
+            damage = str(exc)
     table, stats = acquire_product_images(
         wanted,
         previous,
@@ -248,11 +255,15 @@ def product_images(
     if table.height != wanted.height:  # pragma: no cover - guarded by construction
         raise RuntimeError(f"product_images has {table.height} rows for {wanted.height} products")
     metadata = _summary_metadata(table, stats, cache)
+    if damage:
+        metadata["previous_unreadable"] = dg.MetadataValue.text(damage)
     if config.prune_unreferenced:
         # The previous table's files are kept too: until this table is written, the last good
         # one (and whatever reads it, e.g. `catret search --sheet`) may still need them.
         keep = set(table["cache_path"].drop_nulls().to_list())
         try:
+            if damage:
+                raise RuntimeError(damage)
             last = previous if previous is not None else storage.read_previous("product_images")
         except Exception as exc:  # unknown references: deleting anything could lose images
             context.log.warning(f"product_images: previous table unreadable, no pruning: {exc}")

@@ -95,4 +95,6 @@ class ParquetIOManager(ConfigurableIOManager):
         missing = missing_tables(paths)
         if missing:
             raise FileNotFoundError(missing_message(context.asset_key.to_user_string(), missing[0]))
+        # A damaged file raises DamagedTable naming it: refused, not recovered, since an
+        # input's last good state is that very file.
         return read_tables(paths, lazy=context.dagster_type.typing_type is pl.LazyFrame)

@@ -2,7 +2,7 @@
 
 Pure (no Dagster): the IO manager, the ``storage`` resource and the DuckDB catalogue are thin
 around it. A local root (no URL, or a ``file://`` URL) is a plain :class:`pathlib.Path` and keeps
-the atomic temp + rename writes and lazy ``pl.scan_parquet`` reads; any other scheme
+the atomic temp + rename writes and reads through one open handle; any other scheme
 (``memory://``, ``s3://``, ``gs://``, ...) is a :class:`upath.UPath` on an fsspec filesystem.
 Only tables move: binary artefacts (indexes, models, images, reports, ``catret.duckdb``) stay
 under the local / shared data directory.
@@ -36,6 +36,19 @@ TABLE_STORE_HELP = (
 )
 
 MATERIALIZE_HINT = "materialise it first (e.g. `catret materialize`)."
+
+
+class DamagedTable(Exception):
+    """A table file that exists but is not readable Parquet (0 bytes, truncated, overwritten):
+    the message names the file, so no raw polars / pyarrow error reaches the user."""
+
+    def __init__(self, path: TablePath, exc: Exception):
+        self.path = path
+        super().__init__(
+            f"table file {path} is damaged (empty, truncated or not Parquet: "
+            f"{type(exc).__name__}: {exc}); delete it and re-materialise its asset "
+            "(e.g. `catret materialize`)"
+        )
 
 
 def table_root(data_dir: str | os.PathLike, table_store: str = "") -> TablePath:
@@ -114,23 +127,38 @@ def missing_message(asset: str, path: TablePath) -> str:
     return f"Asset {asset} has no materialisation at {path}; {MATERIALIZE_HINT}"
 
 
+def _parse(path: TablePath, data: bytes) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(io.BytesIO(data))
+    except Exception as exc:
+        raise DamagedTable(path, exc) from exc
+
+
+def _read_local(path: Path) -> pl.DataFrame:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return _parse(path, data)
+
+
 def _read_remote(path: TablePath) -> pl.DataFrame:
     with path.open("rb") as fh:
-        return pl.read_parquet(fh)
+        data = fh.read()
+    return _parse(path, data)
 
 
 def read_tables(paths: Sequence[TablePath], lazy: bool = False) -> pl.DataFrame | pl.LazyFrame:
     """One frame over ``paths`` (the partitions of one asset, or a single file).
 
-    Local files are scanned lazily; remote objects are read whole through fsspec (polars
-    cannot scan every fsspec scheme), so a LazyFrame over them is an in-memory one.
+    Every file is read whole through one open handle (local ones too, so that a concurrent
+    atomic rename cannot mix two versions); a LazyFrame over them is an in-memory one.
     """
     if not paths:
         raise ValueError("read_tables needs at least one path")
-    if not any(is_remote(p) for p in paths):
-        frame = pl.scan_parquet([str(p) for p in paths])
-        return frame if lazy else frame.collect()
-    frames = [_read_remote(p) for p in paths]
+    # Each file is read whole through one open handle: polars' scan opens a file more than
+    # once (footer, then pages), so a build's atomic rename in between mixed two versions
+    # ("page header reported the wrong page size"). An open handle keeps its inode, so the
+    # reader gets the old table or the new one, never both.
+    frames = [_read_local(p) if not is_remote(p) else _read_remote(p) for p in paths]
     df = frames[0] if len(frames) == 1 else pl.concat(frames)
     return df.lazy() if lazy else df
 

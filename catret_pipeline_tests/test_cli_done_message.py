@@ -1,0 +1,23 @@
+"""``catret materialize`` names the DuckDB catalogue only when the run built it (issue #12
+item 11): a partial selection says what it built and that the catalogue was not refreshed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from catret_pipeline.sample.generator import generate_sample
+from catret_pipeline_tests.test_cli_instance_lock import REPO, _env
+
+
+def test_partial_selection_does_not_claim_the_catalogue(tmp_path):
+    sample = generate_sample(tmp_path / "sample", n_products=50, image_size=16, broken_lines=False)
+    data: Path = tmp_path / "data"
+    cmd = [sys.executable, "-m", "catret_pipeline.cli", "materialize", "--data-dir", str(data)]
+    cmd += ["--raw-root", str(sample.out_dir / "xmarket"), "--select", "+key:products"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DuckDB catalogue at" not in proc.stdout
+    assert "catalogue was not refreshed" in proc.stdout
+    assert "products" in proc.stdout.splitlines()[-1]
