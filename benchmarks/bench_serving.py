@@ -1,9 +1,16 @@
 """``catret serve`` latency over HTTP against ``catret search`` (a cold process per query).
 
-Run from the repository root on a materialised data dir::
+Run from the repository root on a materialised data dir, or on a synthetic one it writes::
 
     .venv/bin/python benchmarks/bench_serving.py --data-dir data            # ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_serving.py --data-dir /srv/x --no-write
+    .venv/bin/python benchmarks/bench_serving.py --synthetic 200000 --data-dir /tmp/s200k \
+        --search-runs 0 --section serving-200k                              # ~15 min
+
+``--synthetic N`` writes N products with the real text encoder's category vectors and
+clustered product vectors (benchmarks/_synthetic_serving.py says what is real), then
+materialises ``serving_models`` and ``serving_indexes``. Each ``--index`` (``exact``,
+``hnsw``: ``CATRET_SERVE_INDEX`` of the server) is measured with its own server in the run.
 
 What it measures, in one run: the real server (``catret serve`` as a subprocess, hot reload
 off) on a free loopback port; each client thread keeps one HTTP/1.1 connection (as a site's
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import socket
 import subprocess
@@ -51,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--new-requests", type=int, default=120, help="New-name requests per run.")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     p.add_argument("--search-runs", type=int, default=3, help="Cold `catret search` runs.")
+    p.add_argument("--index", nargs="+", default=["exact", "hnsw"], choices=["exact", "hnsw"])
+    p.add_argument("--synthetic", type=int, default=0, help="Write N synthetic products first.")
+    p.add_argument("--section", default="serving", help="docs/benchmarks.md section name.")
     p.add_argument("--no-write", action="store_true")
     return p.parse_args(argv)
 
@@ -61,11 +72,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: str, port: int) -> subprocess.Popen:
+def start_server(data_dir: str, port: int, index: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "catret_pipeline.cli", "serve", "--data-dir", data_dir]
     cmd += ["--port", str(port), "--reload-interval", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    env = os.environ | {"CATRET_SERVE_INDEX": index}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -76,7 +88,7 @@ def start_server(data_dir: str, port: int) -> subprocess.Popen:
             time.sleep(0.5)
         if proc.poll() is not None:
             raise SystemExit("catret serve exited; run it by hand to see why")
-    raise SystemExit("catret serve did not come up in 300 s")
+    raise SystemExit("catret serve did not come up in 900 s")
 
 
 def run_clients(port: int, names: list[str], n: int, clients: int) -> tuple[list[float], float]:
@@ -118,28 +130,20 @@ def cold_search(data_dir: str, name: str, model: str) -> float:
     return time.perf_counter() - t
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    data_dir = str(Path(args.data_dir).resolve())
-    tree = pl.read_parquet(Path(data_dir) / "assets" / "category_tree.parquet")
-    names = sorted(set(tree["name"]))
-    rng = random.Random(0)
-    rng.shuffle(names)
-    new = [f"{a} {b}" for a in NEW_WORDS for b in NEW_NOUNS if f"{a} {b}" not in set(names)]
-    rng.shuffle(new)
+def measure(data_dir: str, index: str, names: list[str], new: list[str], args) -> dict:
+    """One server with ``CATRET_SERVE_INDEX=index``: its start-up, /health and latency rows."""
     port = free_port()
     t0 = time.perf_counter()
-    proc = start_server(data_dir, port)
+    proc = start_server(data_dir, port, index)
     startup = time.perf_counter() - t0
+    rows = []
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port)
         conn.request("GET", "/health")
-        health = json.loads(conn.getresponse().read())
-        model = health["settings"]["all"]["model"]
-        n_products = health["settings"]["all"]["products_indexed"]
+        health = json.loads(conn.getresponse().read())["settings"]["all"]
+        label = f"{health['index']} ({health.get('index_source', health['index'])})"
         run_clients(port, names, 20, 1)  # warm up: thread pool, caches
         run_clients(port, new, 5, 1)
-        rows = []
         for kind, qs, n in (
             ("precomputed", names, args.requests),
             ("new name", new, args.new_requests),
@@ -150,6 +154,7 @@ def main(argv=None) -> None:
                 rows.append(
                     [
                         kind,
+                        label,
                         c,
                         len(lat),
                         f"{np.percentile(ms, 50):.1f}",
@@ -161,37 +166,75 @@ def main(argv=None) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    cold = [cold_search(data_dir, names[i % len(names)], model) for i in range(args.search_runs)]
-    cold_ms = np.asarray(cold) * 1000
-    rows.append(
-        [
-            f"`catret search` (cold process, {model}, test split only)",
-            1,
-            len(cold),
-            f"{np.percentile(cold_ms, 50):.0f}",
-            f"{cold_ms.max():.0f} (max)",
-            f"{len(cold) / sum(cold):.2f}",
+    return {"rows": rows, "startup": startup, "health": health, "label": label}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    data_dir = str(Path(args.data_dir).resolve())
+    built = ""
+    if args.synthetic:
+        from _synthetic_serving import write_synthetic
+
+        t = time.perf_counter()
+        info = write_synthetic(Path(data_dir), args.synthetic)
+        r = info["index"]
+        built = (
+            f"Synthetic catalogue (benchmarks/_synthetic_serving.py): {info['n_products']:,} "
+            f"products, {info['n_nodes']:,} tree nodes, dim {info['dim']}; written and "
+            f"`serving_indexes` built in {time.perf_counter() - t:.0f} s (index {r['action']} "
+            f"in {r['build_seconds']:.0f} s, ef {r['ef']}, recall@10 {r['recall_at_10']:.4f}, "
+            f"{r['bytes'] / 2**20:.0f} MiB)."
+        )
+        print(built, flush=True)
+    tree = pl.read_parquet(Path(data_dir) / "assets" / "category_tree.parquet")
+    names = sorted(set(tree["name"]))
+    rng = random.Random(0)
+    rng.shuffle(names)
+    new = [f"{a} {b}" for a in NEW_WORDS for b in NEW_NOUNS if f"{a} {b}" not in set(names)]
+    rng.shuffle(new)
+    runs = [measure(data_dir, index, names, new, args) for index in args.index]
+    health = runs[0]["health"]
+    model, n_products = health["model"], health["products_indexed"]
+    rows = [r for run in runs for r in run["rows"]]
+    if args.search_runs:
+        cold = [
+            cold_search(data_dir, names[i % len(names)], model) for i in range(args.search_runs)
         ]
+        cold_ms = np.asarray(cold) * 1000
+        rows.append(
+            [
+                f"`catret search` (cold process, {model}, test split only)",
+                "hnsw_indexes",
+                1,
+                len(cold),
+                f"{np.percentile(cold_ms, 50):.0f}",
+                f"{cold_ms.max():.0f} (max)",
+                f"{len(cold) / sum(cold):.2f}",
+            ]
+        )
+    table = md_table(
+        ["query", "top-k (source)", "clients", "requests", "p50 ms", "p99 ms", "req/s"], rows
     )
-    table = md_table(["query", "clients", "requests", "p50 ms", "p99 ms", "req/s"], rows)
+    command = " ".join(["benchmarks/bench_serving.py", *(argv or sys.argv[1:])])
+    startups = ", ".join(f"{r['label']} {r['startup']:.1f} s" for r in runs)
     body = "\n".join(
         [
-            "## Serving: `catret serve` over HTTP vs `catret search`",
+            f"## Serving: `catret serve` over HTTP ({n_products:,} products)",
             "",
-            f"`benchmarks/bench_serving.py --data-dir {args.data_dir}`; {machine()}.",
-            f"Data dir: {n_products:,} products (every product indexed, exact top-k), "
-            f"{len(names)} tree names, serving model `{model}` (setting `all`), k=10. "
-            f"Server start to first answer {startup:.1f} s (imports, tables, product vectors, "
-            "encoder warm-up). One keep-alive connection per client thread.",
+            f"`{command}`; {machine()}.",
+            *([built] if built else []),
+            f"Every one of the {n_products:,} products indexed; {len(names)} tree names; serving "
+            f"model `{model}` (setting `all`), k=10. Server start to first answer: {startups} "
+            "(imports, tables, product vectors, index, encoder warm-up). One keep-alive "
+            "connection per client thread; client and server share the 2 cores.",
             "",
             table,
-            "",
-            "The 200k-product synthetic catalogue run of issue 14 is not measured yet.",
         ]
     )
     print(body)
     if not args.no_write:
-        write_section("serving", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

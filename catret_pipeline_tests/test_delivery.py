@@ -1,4 +1,4 @@
-"""serving_models and category_rankings: pure ranking / fingerprint logic, then real materialize
+"""serving_models, category_rankings and serving_indexes: pure ranking / fingerprint logic, then real materialize
 on the serving tests' tiny data dir (text baseline; no trained head)."""
 
 from __future__ import annotations
@@ -8,7 +8,13 @@ import numpy as np
 import polars as pl
 
 from catret_pipeline.delivery import rankings
-from catret_pipeline.delivery.assets import VECTOR_TABLES, category_rankings, serving_models
+from catret_pipeline.delivery.assets import (
+    VECTOR_TABLES,
+    category_rankings,
+    serving_index_recall,
+    serving_indexes,
+    serving_models,
+)
 from catret_pipeline.fusion.assets import FUSION_MODELS_SCHEMA
 from catret_pipeline.serving import encoders
 from catret_pipeline.storage.atomic import atomic_write_parquet
@@ -156,6 +162,75 @@ def test_category_rankings_cover_the_tree_and_reuse_unchanged_nodes(tmp_path):
     assert _meta(third, "all.nodes_recomputed") == 1 and _meta(third, "all.nodes_reused") == n - 1
     got = pl.read_parquet(assets / "category_rankings.parquet")
     assert got.filter(pl.col("node_id") == node)["node_name"].unique().to_list() == ["Lanterns"]
+
+    # A node added to the tree (a category created after training, no products yet): only it
+    # is ranked, and its page comes from the whole catalogue.
+    new = tree.filter(pl.col("node_id") == node).with_columns(
+        pl.lit("n-new").alias("node_id"), pl.lit("Garden lights").alias("name")
+    )
+    tree = pl.concat([tree, new])
+    vec = np.asarray(encoders.text_model(data).encode(["Garden lights"]), dtype=np.float32)
+    added = cats.filter(pl.col("node_id") == node).with_columns(
+        pl.lit("n-new").alias("node_id"),
+        pl.lit("Garden lights").alias("name"),
+        pl.Series("embedding", vec, dtype=cats.schema["embedding"]),
+    )
+    atomic_write_parquet(pl.concat([cats, added]), assets / "category_embeddings.parquet")
+    atomic_write_parquet(tree, assets / "category_tree.parquet")
+    fourth = _run(str(data), [dg.AssetSpec("serving_models"), category_rankings], cfg)
+    assert _meta(fourth, "all.nodes_recomputed") == 1 and _meta(fourth, "all.nodes_reused") == n
+    got = pl.read_parquet(assets / "category_rankings.parquet")
+    page = got.filter((pl.col("node_id") == "n-new") & (pl.col("setting") == "all"))
+    assert page.height == 5 and page["node_name"].unique().to_list() == ["Garden lights"]
+
+
+def _index_meta(result, key: str):
+    return result.asset_materializations_for_node("serving_indexes")[-1].metadata[key].value
+
+
+def test_serving_indexes_hold_every_product_and_the_server_loads_them(tmp_path, monkeypatch):
+    from catret_pipeline.serving.index import ENV_SERVE_INDEX
+    from catret_pipeline.serving.store import Store, search
+
+    data = tmp_path / "data"
+    write_catalogue(data)
+    assets = data / "assets"
+    atomic_write_parquet(_fusion({}), assets / "fusion_models.parquet")
+    select = [serving_models, serving_indexes, serving_index_recall]
+    first = _run(str(data), select)
+    assert first.success
+    checks = first.get_asset_check_evaluations()
+    assert [c.passed for c in checks] == [True]
+    df = pl.read_parquet(assets / "serving_indexes.parquet")
+    pairs = pl.read_parquet(assets / "evaluation_pairs.parquet")
+    n_products = pl.read_parquet(assets / "products.parquet")["asin"].n_unique()
+    assert set(df["setting"]) == set(pairs["setting"])
+    assert df["n_items"].to_list() == [n_products] * df.height
+    assert (df["action"] == "built").all() and (df["recall_at_10"] >= df["recall_bound"]).all()
+    assert n_products > pairs.filter(pl.col("split") == "test")["asin"].n_unique()
+
+    second = _run(str(data), [dg.AssetSpec("serving_models"), serving_indexes])
+    assert _index_meta(second, "all.action") == "unchanged"
+
+    monkeypatch.setenv(ENV_SERVE_INDEX, "hnsw")
+    snap = Store(data, interval=0).snapshot
+    assert {v.index.source for v in snap.settings.values()} == {"serving_indexes"}
+    monkeypatch.setenv(ENV_SERVE_INDEX, "exact")
+    exact = Store(data, interval=0).snapshot
+    for node in snap.nodes[:5]:
+        got = [h.asin for h in search(snap, node.name, 5, "all")]
+        assert got == [h.asin for h in search(exact, node.name, 5, "all")]
+
+    # A new catalogue: every vector moves, so the saved graph is not this snapshot's until the
+    # asset runs again (the server builds one in memory meanwhile), then it is updated/rebuilt.
+    write_catalogue(data, title_suffix=" v2")
+    monkeypatch.setenv(ENV_SERVE_INDEX, "hnsw")
+    stale = Store(data, interval=0).snapshot
+    assert {v.index.source for v in stale.settings.values()} == {"built"}
+    third = _run(str(data), [dg.AssetSpec("serving_models"), serving_indexes])
+    assert _index_meta(third, "all.action") in ("built", "updated")
+    fresh = Store(data, interval=0).snapshot
+    assert {v.index.source for v in fresh.settings.values()} == {"serving_indexes"}
 
 
 def test_the_server_reads_fresh_pages_and_the_built_choice(tmp_path):

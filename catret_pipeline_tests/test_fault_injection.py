@@ -31,6 +31,7 @@ PROVENANCE = {
     # A resumed index step can find the index already saved by the killed run: it keeps it
     # ("unchanged") where the clean run built it; the index files themselves must be equal.
     "hnsw_indexes": {"build_seconds", "action", "reason", "n_added", "n_removed", "n_changed"},
+    "serving_indexes": {"build_seconds", "action", "reason", "n_added", "n_removed", "n_changed"},
 }
 #: Keys of the head sidecars (models/<model>/<setting>.json) that are timings.
 TIMING_KEYS = {"seconds", "train_seconds"}

@@ -1,7 +1,9 @@
-"""Assets for serving: ``serving_models`` (chosen on validation) and ``category_rankings``.
+"""Assets for serving: ``serving_models`` (chosen on validation), ``category_rankings`` and
+``serving_indexes`` (the whole catalogue's HNSW index per setting) with its recall check.
 
 Thin: the choice is :mod:`delivery.choice`, the ranking and fingerprints :mod:`delivery.rankings`,
-the whole-catalogue vectors the server's own :func:`serving.vectors.model_vectors`.
+the index :mod:`delivery.serving_index`, the whole-catalogue vectors the server's own
+:func:`serving.vectors.model_vectors`.
 """
 
 import dagster as dg
@@ -10,8 +12,11 @@ import polars as pl
 from pydantic import Field
 
 from catret_pipeline.catalogue.splits import SETTINGS
-from catret_pipeline.delivery import rankings
+from catret_pipeline.delivery import rankings, serving_index
 from catret_pipeline.delivery.choice import choices_frame, choose_model, parse_override
+from catret_pipeline.markdown import markdown_table
+from catret_pipeline.retrieval.assets import IndexConfig, index_params
+from catret_pipeline.retrieval.exact import l2_normalize
 from catret_pipeline.storage.resources import CatretStorage
 from catret_pipeline.storage.tables import read_tables
 
@@ -131,5 +136,100 @@ def category_rankings(
     return dg.Output(df, metadata=meta)
 
 
-ASSETS = [serving_models, category_rankings]
-CHECKS: list = []
+def _catalogue_vectors(storage: CatretStorage, products: pl.LazyFrame, model: str, setting: str):
+    from catret_pipeline.serving import vectors
+
+    asins = sorted(products.select("asin").collect().unique()["asin"].to_list())
+    return vectors.model_vectors(storage.root, _tables(storage), model, setting, asins)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"hnswlib", "polars"},
+    deps=list(VECTOR_TABLES),
+    description="Per setting, an HNSW index over the serving model's vectors of EVERY product "
+    "(all splits), updated in place on a refresh, rebuilt when the serving model changes; "
+    "catret serve uses it instead of exact top-k on large catalogues.",
+)
+def serving_indexes(
+    context: dg.AssetExecutionContext,
+    config: IndexConfig,
+    storage: CatretStorage,
+    serving_models: pl.DataFrame,
+    category_tree: pl.DataFrame,
+    products: pl.LazyFrame,
+) -> dg.Output[pl.DataFrame]:
+    params, policy = index_params(config)
+    recall = serving_index.RecallSettings(
+        config.recall_bound, config.recall_sample_queries, config.seed, config.ef_max
+    )
+    names = category_tree["name"].unique().sort().to_list()
+    rows = []
+    for setting, model in serving_models.select("setting", "model").rows():
+        mv = _catalogue_vectors(storage, products, model, setting)
+        labels, unit = rankings.unit_catalogue(mv.asins, mv.vectors)
+        cats = [mv.queries[n] for n in names if n in mv.queries]
+        categories = (
+            l2_normalize(np.stack(cats).astype(np.float32), "category vectors")
+            if cats and len(labels)
+            else np.zeros((0, unit.shape[1] if unit.ndim == 2 else 0), np.float32)
+        )
+        row = serving_index.refresh_serving_index(
+            storage.root,
+            setting,
+            mv.model,
+            labels,
+            unit,
+            categories,
+            params,
+            policy,
+            recall,
+            threads=config.threads,
+        )
+        rows.append(row)
+        context.log.info(
+            f"serving_indexes {setting} ({mv.model}): {row['action']} ({row['reason']}), "
+            f"{row['n_items']} products, recall@10 {row['recall_at_10']}"
+        )
+    df = pl.DataFrame(rows, schema=serving_index.SERVING_INDEX_SCHEMA)
+    meta = {
+        f"{r['setting']}.{k}": dg.MetadataValue.text(str(r[k]))
+        for r in rows
+        for k in ("model", "action", "n_items", "recall_at_10")
+    }
+    return dg.Output(df, metadata=meta)
+
+
+@dg.asset_check(
+    asset=serving_indexes,
+    blocking=True,
+    description="Loads every serving index back: its items must be the catalogue its row "
+    "records, and recall@10 against exact search at least the row's bound.",
+)
+def serving_index_recall(
+    storage: CatretStorage, serving_indexes: pl.DataFrame
+) -> dg.AssetCheckResult:
+    built = serving_indexes.filter(pl.col("index_path").is_not_null())
+    results = [
+        serving_index.check_serving_index(storage.root, r) for r in built.iter_rows(named=True)
+    ]
+    if not results:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no serving index was built"})
+    failing = [r for r in results if r["problem"]]
+    rows = [[r["setting"], r["model"], r["n_items"], f"{r['recall_at_10']:.4f}"] for r in results]
+    return dg.AssetCheckResult(
+        passed=not failing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(f"{r['setting']}: {r['problem']}" for r in failing)
+        or f"min recall@10 {min(r['recall_at_10'] for r in results):.4f}",
+        metadata={
+            "recall": dg.MetadataValue.md(
+                markdown_table(["setting", "model", "n_items", "recall@10"], rows)
+            ),
+            "min_recall_at_10": dg.MetadataValue.float(min(r["recall_at_10"] for r in results)),
+        },
+    )
+
+
+ASSETS = [serving_models, category_rankings, serving_indexes]
+CHECKS: list = [serving_index_recall]

@@ -23,6 +23,7 @@ from catret_pipeline.retrieval.hnsw_index import (
     UpdatePolicy,
     load_index,
     recall_at_k,
+    recall_queries,
     refresh_index,
     search,
 )
@@ -159,21 +160,6 @@ def query_plan(pairs: pl.DataFrame, setting: str) -> pl.DataFrame:
     )
 
 
-def recall_queries(
-    products: np.ndarray, categories: np.ndarray, n_samples: int, seed: int
-) -> np.ndarray:
-    """Up to ``n_samples`` random product vectors plus up to ``n_samples`` category vectors."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for block in (products, categories):
-        if block.shape[0]:
-            take = min(n_samples, block.shape[0])
-            parts.append(block[np.sort(rng.choice(block.shape[0], size=take, replace=False))])
-    if not parts:
-        return np.zeros((0, products.shape[1] if products.ndim == 2 else 0), np.float32)
-    return np.concatenate(parts).astype(np.float32)
-
-
 def _check_dims(queries: VectorSet, dim: int, what: str) -> None:
     # Different encoders on the two sides (e.g. two CLIP variants) make every score meaningless.
     if len(queries) and queries.dim != dim:
@@ -197,7 +183,7 @@ def _md_table(df: pl.DataFrame) -> str:
 # Assets
 
 
-def _index_params(config: IndexConfig) -> tuple[HnswParams, UpdatePolicy]:
+def index_params(config: IndexConfig) -> tuple[HnswParams, UpdatePolicy]:
     params = HnswParams(
         M=config.M, ef_construction=config.ef_construction, ef=config.ef, seed=config.seed
     )
@@ -219,7 +205,7 @@ def build_index_rows(
 ) -> pl.DataFrame:
     """Build, update or keep the index of every (model in ``models``, setting); one row each,
     models in the given order, settings sorted."""
-    params, policy = _index_params(config)
+    params, policy = index_params(config)
     settings = sorted(pairs["setting"].unique().to_list())
     rows = []
     for model in models:

@@ -457,6 +457,21 @@ def recall_at_k(
 # In-place refresh of a saved index
 
 
+def recall_queries(
+    products: np.ndarray, categories: np.ndarray, n_samples: int, seed: int
+) -> np.ndarray:
+    """Up to ``n_samples`` random product vectors plus up to ``n_samples`` category vectors."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for block in (products, categories):
+        if block.shape[0]:
+            take = min(n_samples, block.shape[0])
+            parts.append(block[np.sort(rng.choice(block.shape[0], size=take, replace=False))])
+    if not parts:
+        return np.zeros((0, products.shape[1] if products.ndim == 2 else 0), np.float32)
+    return np.concatenate(parts).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class RecallTarget:
     """Raise the search ``ef`` of a built or updated index until it meets ``bound``.

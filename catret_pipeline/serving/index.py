@@ -3,14 +3,18 @@
 Exact inner product (``retrieval.exact``) by default: at the sample's and the fashion
 catalogue's scale (thousands of products, a few hundred dimensions) one query is a
 matrix-vector product of well under a millisecond, and exact means no recall to check.
-Above :data:`HNSW_FROM` products (or with ``CATRET_SERVE_INDEX=hnsw``) an in-memory HNSW graph is
-built with the evaluation indexes' code (``retrieval.hnsw_index``) when the snapshot loads.
+Above :data:`HNSW_FROM` products (or with ``CATRET_SERVE_INDEX=hnsw``) the setting's HNSW graph
+from the ``serving_indexes`` asset is loaded, provided it holds the catalogue the snapshot
+computed (same model, same products, every vector within the update tolerance); otherwise (an
+older build, a head retrained since, files replaced while the tables were read) a graph is built
+in memory with the same code (``retrieval.hnsw_index``).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +30,9 @@ class ProductIndex:
     asins: np.ndarray  # sorted; position i <-> asins[i]
     vectors: np.ndarray  # unit rows, float32
     hnsw: object | None = None  # retrieval.hnsw_index.LoadedIndex over the same rows
+    #: Where the top-k comes from: ``exact``, ``serving_indexes`` (the saved graph) or ``built``
+    #: (a graph built when the snapshot loaded).
+    source: str = "exact"
 
     @property
     def n(self) -> int:
@@ -60,14 +67,53 @@ def index_method(n: int) -> str:
     return asked
 
 
-def build_product_index(asins: list[str], vectors: np.ndarray) -> ProductIndex:
+@dataclass(frozen=True)
+class SavedIndex:
+    """A ``serving_indexes`` row: the model and the files."""
+
+    model: str
+    index_path: Path
+    labels_path: Path
+
+
+def _saved_graph(saved: SavedIndex | None, model: str, labels: np.ndarray, vecs: np.ndarray):
+    """The saved graph when it indexes these rows with this model, else None.
+
+    Checked against the files themselves, not the table row: a build may have replaced them
+    after this snapshot read its tables."""
+    if saved is None or saved.model != model:
+        return None
+    from catret_pipeline.retrieval.hnsw_index import CHANGE_TOLERANCE, load_index
+
+    try:
+        loaded = load_index(saved.index_path, saved.labels_path)
+    except (OSError, ValueError, RuntimeError):
+        return None  # damaged or replaced between its two files: build instead
+    if loaded.meta.get("model") != model or loaded.n != len(labels):
+        return None
+    pos = {a: i for i, a in enumerate(labels.tolist())}
+    try:
+        rows = np.array([pos[a] for a in loaded.labels.tolist()], dtype=np.int64)
+    except KeyError:
+        return None
+    if float(np.max(np.abs(loaded.vectors() - vecs[rows]))) > CHANGE_TOLERANCE:
+        return None
+    return loaded
+
+
+def build_product_index(
+    asins: list[str], vectors: np.ndarray, model: str = "", saved: SavedIndex | None = None
+) -> ProductIndex:
     # The order and normalisation category_rankings ranks with, so stored pages equal searches.
     labels, vecs = unit_catalogue(asins, vectors)
-    hnsw = None
-    if len(asins) and index_method(len(asins)) == "hnsw":
-        from catret_pipeline.retrieval.hnsw_index import HnswParams, LoadedIndex, build_index
+    if not len(asins) or index_method(len(asins)) != "hnsw":
+        return ProductIndex(asins=labels, vectors=vecs)
+    hnsw = _saved_graph(saved, model, labels, vecs)
+    if hnsw is not None:
+        return ProductIndex(asins=labels, vectors=vecs, hnsw=hnsw, source="serving_indexes")
+    from catret_pipeline.retrieval.hnsw_index import HnswParams, LoadedIndex, build_index
 
-        params = HnswParams()
-        graph = build_index(vecs, params=params, threads=os.cpu_count() or 1)
-        hnsw = LoadedIndex(index=graph, labels=labels, meta={"dim": vecs.shape[1], "ef": params.ef})
-    return ProductIndex(asins=labels, vectors=vecs, hnsw=hnsw)
+    params = HnswParams()
+    graph = build_index(vecs, params=params, threads=os.cpu_count() or 1)
+    hnsw = LoadedIndex(index=graph, labels=labels, meta={"dim": vecs.shape[1], "ef": params.ef})
+    return ProductIndex(asins=labels, vectors=vecs, hnsw=hnsw, source="built")

@@ -66,6 +66,7 @@ def health(snap: Snapshot, reloads: int, last_error: str | None) -> dict:
                 "model": v.model.model,
                 "products_indexed": v.index.n,
                 "index": v.index.method,
+                "index_source": v.index.source,
                 "new_names": v.model.encode is not None,
                 # Nodes whose category_rankings page is fresh for this model (0: none built).
                 "category_pages_stored": len(v.pages),

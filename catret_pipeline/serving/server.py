@@ -31,7 +31,9 @@ def serve(
     store.warm()
     for setting, view in store.snapshot.settings.items():
         c = view.choice
-        print(f"{setting}: {c.model} ({c.reason}), {view.index.n} products, {view.index.method}")
+        print(
+            f"{setting}: {c.model} ({c.reason}), {view.index.n} products, {view.index.method} ({view.index.source})"
+        )
     app = create_app(store, watch=reload_interval > 0)
     # One process: the store (every vector in memory) is loaded once, not per worker.
     uvicorn.run(app, host=host, port=port, root_path=root_path, log_level="info")

@@ -18,7 +18,7 @@ import polars as pl
 from catret_pipeline.catalogue.splits import SETTINGS
 from catret_pipeline.delivery import rankings
 from catret_pipeline.serving import selection, tables, vectors
-from catret_pipeline.serving.index import ProductIndex, build_product_index
+from catret_pipeline.serving.index import ProductIndex, SavedIndex, build_product_index
 from catret_pipeline.serving.selection import ModelChoice
 
 
@@ -160,6 +160,19 @@ def _pages(
     return {k: tuple(v) for k, v in out.items()}
 
 
+def _saved_indexes(t: dict[str, pl.DataFrame], root: Path) -> dict[str, SavedIndex]:
+    df = t.get("serving_indexes")
+    if df is None:
+        return {}
+    built = df.filter(pl.col("index_path").is_not_null())
+    return {
+        setting: SavedIndex(model, root / bin_path, root / labels_path)
+        for setting, model, bin_path, labels_path in built.select(
+            "setting", "model", "index_path", "labels_path"
+        ).rows()
+    }
+
+
 def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot:
     """Read the data dir once and build every setting's serving view.
 
@@ -176,6 +189,7 @@ def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot
     )
     nodes = _nodes(t["category_tree"])
     names = {n.node_id: n.name for n in nodes}
+    saved = _saved_indexes(t, root)
     views: dict[str, SettingView] = {}
     errors: dict[str, str] = {}
     for setting, choice in choices.items():
@@ -184,7 +198,7 @@ def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot
         except (tables.StoreError, ValueError) as exc:
             errors[setting] = f"{choice.model}: {exc}"
             continue
-        index = build_product_index(mv.asins, mv.vectors)
+        index = build_product_index(mv.asins, mv.vectors, mv.model, saved.get(setting))
         pages = MappingProxyType(_pages(t, setting, mv, index, names))
         views[setting] = SettingView(choice, index, mv, _seen(t, setting), pages)
     if not views:

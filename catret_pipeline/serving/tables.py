@@ -32,6 +32,7 @@ TABLES = {
     "category_clip_embeddings": False,
     "serving_models": False,
     "category_rankings": False,
+    "serving_indexes": False,
 }
 
 
