@@ -148,7 +148,7 @@ def available_models(data_dir: str | os.PathLike) -> dict[str, list[str]]:
 
 
 def _precomputed(df: pl.DataFrame, key: str, name: str) -> np.ndarray | None:
-    from catret_pipeline.retrieval.vectors import embedding_matrix
+    from catret_pipeline.vectors_math import embedding_matrix
 
     rows = df.filter((pl.col(key) == name) & pl.col("embedding").is_not_null())
     if rows.is_empty():

@@ -11,10 +11,10 @@ import pytest
 from catret_pipeline.embeddings.assets import pool_attributes
 from catret_pipeline.embeddings.incremental import (
     combine,
-    embedding_matrix,
     encoded_frame,
     plan_incremental,
 )
+from catret_pipeline.vectors_math import embedding_matrix
 
 KEYS = ["asin"]
 DIM = 4
@@ -67,7 +67,7 @@ def test_changed_title_reencodes_exactly_that_row():
     new, stats = run(changed, table, "m1")
     assert (stats.encoded, stats.reused) == (1, 2)
     assert new["asin"].to_list() == ["a", "b", "c"]
-    old_m, new_m = embedding_matrix(table), embedding_matrix(new)
+    old_m, new_m = embedding_matrix(table["embedding"]), embedding_matrix(new["embedding"])
     np.testing.assert_array_equal(old_m[[0, 2]], new_m[[0, 2]])
     np.testing.assert_allclose(new_m[1], fake_encode(["blue cap"])[0])
 

@@ -34,7 +34,7 @@ from catret_pipeline.embeddings.assets import (
     run_incremental,
     shard_key,
 )
-from catret_pipeline.embeddings.incremental import embedding_matrix, encoded_frame
+from catret_pipeline.embeddings.incremental import encoded_frame
 from catret_pipeline.embeddings.sharding import (
     SHARD_GROUP,
     merge_shards,
@@ -51,6 +51,7 @@ from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.duckdb_catalog import view_sources
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline.vectors_math import embedding_matrix
 from catret_pipeline_tests.conftest import TEST_ENV
 from catret_pipeline_tests.test_embeddings_assets import write_tree
 
@@ -278,7 +279,7 @@ def _table(data: Path, *key: str) -> pl.DataFrame:
 def _assert_tables_match(a: pl.DataFrame, b: pl.DataFrame, atol: float = 1e-5) -> None:
     assert a.schema == b.schema
     assert a.drop("embedding").equals(b.drop("embedding"))
-    diff = np.abs(embedding_matrix(a) - embedding_matrix(b))
+    diff = np.abs(embedding_matrix(a["embedding"]) - embedding_matrix(b["embedding"]))
     assert diff.size == 0 or diff.max() <= atol, diff.max()
 
 

@@ -7,9 +7,9 @@ from catret_pipeline.fusion.features import (
     CategoryVectors,
     ProductFeatureTables,
     build_pair_data,
-    embedding_matrix,
     model_spec,
 )
+from catret_pipeline.vectors_math import embedding_matrix
 
 
 def _vec_frame(keys, vectors, key="asin", **extra):

@@ -14,12 +14,13 @@ from catret_pipeline.retrieval.assets import (
     query_plan,
     retrieval_runs,
 )
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.retrieval.hnsw_index import load_index
 from catret_pipeline.retrieval.schemas import RUN_COLUMNS
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline.vectors_math import l2_normalize
 
 UPSTREAM = [
     "evaluation_pairs",

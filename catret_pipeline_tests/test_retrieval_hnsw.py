@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.retrieval.hnsw_index import (
     HnswParams,
     build_index,
@@ -16,6 +16,7 @@ from catret_pipeline.retrieval.hnsw_index import (
     save_index,
     search,
 )
+from catret_pipeline.vectors_math import l2_normalize
 
 
 def clustered(n=400, d=32, clusters=20, noise=0.1, seed=0):

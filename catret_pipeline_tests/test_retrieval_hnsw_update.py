@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.retrieval.hnsw_index import (
     META_KEY,
     HnswParams,
@@ -23,6 +23,7 @@ from catret_pipeline.retrieval.hnsw_index import (
     search,
     tune_ef,
 )
+from catret_pipeline.vectors_math import l2_normalize
 
 
 def unit(rng, n, d=16):

@@ -8,8 +8,8 @@ from catret_pipeline.retrieval.vectors import (
     CLIP_RANDOM_INIT,
     VectorTables,
     clip_baseline_name,
-    embedding_matrix,
 )
+from catret_pipeline.vectors_math import embedding_matrix
 
 
 def arr(rows, dim=None):
@@ -86,7 +86,7 @@ def test_restrict_and_null_rows_are_counted():
 def test_embedding_matrix_list_and_errors():
     m = embedding_matrix(pl.Series([[1.0, 2.0], [3.0, 4.0]]))
     assert m.shape == (2, 2) and m.dtype == np.float32
-    with pytest.raises(ValueError, match="differing"):
+    with pytest.raises(ValueError, match="different lengths"):
         embedding_matrix(pl.Series([[1.0, 2.0], [3.0]]))
     with pytest.raises(ValueError, match="null"):
         embedding_matrix(pl.Series([[1.0], None]))

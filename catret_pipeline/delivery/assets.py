@@ -16,9 +16,9 @@ from catret_pipeline.delivery import rankings, serving_index
 from catret_pipeline.delivery.choice import choices_frame, choose_model, parse_override
 from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.assets import IndexConfig, index_params
-from catret_pipeline.retrieval.exact import l2_normalize
 from catret_pipeline.storage.resources import CatretStorage
 from catret_pipeline.storage.tables import read_tables
+from catret_pipeline.vectors_math import l2_normalize
 
 GROUP = "serving"
 #: Tables ``model_vectors`` may need; which ones depends on the served model, so they are read

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 import numpy as np
 import polars as pl
 
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
+from catret_pipeline.vectors_math import l2_normalize
 
 #: Vectors are rounded before hashing: a recomputed head may differ in the last float bits
 #: between processes (thread count), which must not count as a change.

@@ -50,16 +50,6 @@ def embedding_series(vectors: np.ndarray, name: str = "embedding") -> pl.Series:
     return pl.Series(name, arr, dtype=pl.Array(pl.Float32, arr.shape[1]))
 
 
-def embedding_matrix(df: pl.DataFrame, column: str = "embedding") -> np.ndarray:
-    """The embedding column as a float32 (n, dim) array."""
-    dtype = df.schema[column]
-    if not isinstance(dtype, pl.Array):
-        raise TypeError(f"column {column!r} is {dtype}, expected a fixed-size Array")
-    if df.height == 0:
-        return np.zeros((0, dtype.size), dtype=np.float32)
-    return df[column].to_numpy().astype(np.float32, copy=False)
-
-
 def embedding_dim(df: pl.DataFrame | None, column: str = "embedding") -> int | None:
     if df is None or column not in df.columns:
         return None

@@ -33,6 +33,7 @@ from catret_pipeline.encoders.precision import (
     cuda_bf16_supported,
     resolve_precision,
 )
+from catret_pipeline.vectors_math import l2_normalize
 
 #: The paper's encoder; usable by name when downloadable or already in the Hugging Face cache.
 PAPER_MODEL = "sentence-transformers/all-mpnet-base-v2"
@@ -274,8 +275,7 @@ class SentenceModel:
                     normalize_embeddings=False,
                 )
                 vecs = vecs.float().cpu().numpy()
-                norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-                emb[rows] = vecs / np.maximum(norms, 1e-12)
+                emb[rows] = l2_normalize(vecs, "text embeddings", check_finite=False)
                 if progress is not None:
                     progress(min(start + chunk, len(order)), len(order))
         index = {t: i for i, t in enumerate(unique)}

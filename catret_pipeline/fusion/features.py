@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from catret_pipeline.vectors_math import embedding_matrix, l2_normalize
+
 IMAGE = "image"
 TITLE = "title"
 ATTRIBUTES = "attributes"
@@ -91,28 +93,6 @@ def model_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown fusion model {name!r}; known: {sorted(MODEL_SPECS)}") from None
 
 
-def embedding_matrix(series: pl.Series) -> np.ndarray:
-    """A (n, dim) float32 matrix from an Array or List embedding column."""
-    if series.len() == 0:
-        width = series.dtype.size if isinstance(series.dtype, pl.Array) else 0
-        return np.zeros((0, width), dtype=np.float32)
-    if isinstance(series.dtype, pl.List):
-        lengths = series.list.len()
-        if lengths.null_count() or lengths.min() != lengths.max():
-            raise ValueError(f"column {series.name!r} holds vectors of different lengths or nulls")
-        series = series.list.to_array(int(lengths[0]))
-    if not isinstance(series.dtype, pl.Array):
-        raise ValueError(f"column {series.name!r} is {series.dtype}, not a vector column")
-    if series.null_count():
-        raise ValueError(f"column {series.name!r} has null vectors")
-    return np.ascontiguousarray(series.to_numpy(), dtype=np.float32)
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
-
-
 def _check_unique(df: pl.DataFrame, key: str, table: str) -> None:
     dup = df.filter(pl.col(key).is_duplicated())
     if dup.height:
@@ -158,7 +138,7 @@ class ModalityTable:
         out = np.zeros((len(keys), self.dim), dtype=np.float32)
         if present.any():
             rows = self.matrix[idx[present]]
-            out[present] = l2_normalize(rows) if normalize else rows
+            out[present] = l2_normalize(rows, check_finite=False) if normalize else rows
         return out, present
 
 
@@ -246,7 +226,11 @@ class CategoryVectors:
 
     def _take(self, idx: np.ndarray, normalize: bool) -> np.ndarray:
         rows = self.matrix[idx]
-        return l2_normalize(rows) if normalize else rows.astype(np.float32, copy=True)
+        return (
+            l2_normalize(rows, check_finite=False)
+            if normalize
+            else rows.astype(np.float32, copy=True)
+        )
 
     def for_ids(self, ids: Sequence[str], normalize: bool = True) -> np.ndarray:
         missing = [i for i in ids if i not in self.by_id]

@@ -21,11 +21,11 @@ import torch
 from catret_pipeline.fusion.features import (
     ModelSpec,
     ProductFeatureTables,
-    l2_normalize,
     model_spec,
 )
 from catret_pipeline.fusion.heads import FusionHeads, build_heads
 from catret_pipeline.storage.atomic import atomic_write_bytes, atomic_write_text
+from catret_pipeline.vectors_math import l2_normalize
 
 ARTEFACT_FORMAT = 1
 ENCODE_CHUNK = 8192
@@ -127,7 +127,7 @@ class LoadedFusionModel:
         """Query vectors from raw category-name text vectors (normalised here as in training)."""
         text_vectors = np.asarray(text_vectors, dtype=np.float32)
         if self.normalize_inputs and text_vectors.size:
-            text_vectors = l2_normalize(text_vectors)
+            text_vectors = l2_normalize(text_vectors, check_finite=False)
         return self._run(
             self.heads.encode_categories, text_vectors, self.category_in_dim, "category"
         )

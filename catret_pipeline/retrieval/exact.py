@@ -10,32 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from catret_pipeline.vectors_math import as_matrix
+
 #: Upper bound on the float32 score block held at once (queries in a batch x collection size).
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
-
-
-def as_matrix(x, name: str = "vectors") -> np.ndarray:
-    """A 2-d C-contiguous float32 array, refusing NaN/inf (they would poison every ranking)."""
-    arr = np.asarray(x, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d array, got shape {arr.shape}")
-    if arr.size and not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise ValueError(f"{name} has {bad} row(s) with NaN or infinite values")
-    return np.ascontiguousarray(arr)
-
-
-def l2_normalize(x, name: str = "vectors") -> np.ndarray:
-    """Unit-length rows, so inner product == cosine similarity.
-
-    A zero row stays zero (cosine undefined: it scores 0 against everything) instead of
-    becoming NaN.
-    """
-    arr = as_matrix(x, name)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    return np.ascontiguousarray(arr / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
 
 
 def _topk_row(scores: np.ndarray, k: int) -> np.ndarray:

@@ -32,8 +32,9 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.storage.atomic import atomic_path, write_parquet_table
+from catret_pipeline.vectors_math import l2_normalize
 
 META_KEY = b"catret.hnsw"
 #: 2: row ids may have gaps and the binary may hold deleted (tombstoned) elements.

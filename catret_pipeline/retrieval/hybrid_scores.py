@@ -21,6 +21,7 @@ from catret_pipeline.fusion.features import (
 )
 from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hybrid import COMPONENTS, cosine_matrix, prototypes, zscore_rows
+from catret_pipeline.vectors_math import l2_normalize
 
 
 @dataclass
@@ -73,8 +74,7 @@ def prototype_features(products: ProductFeatureTables, asins: Sequence[str]) -> 
     """Each product's image, title and attribute blocks (unit length each, zero when absent),
     concatenated and scaled to unit length: what prototypes are averaged from."""
     x, _ = products.features(list(asins), MODALITIES, normalize=True)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.where(norms > 0, x / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+    return l2_normalize(x, "prototype features", check_finite=False)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from catret_pipeline.vectors_math import embedding_matrix
+
 BM25_MODEL = "bm25"
 ZERO_SHOT_MODELS = ("mpnet", "clip")
 #: Names the zero-shot text baseline is reported under, by the encoder of title_embeddings:
@@ -58,24 +60,6 @@ def _lazy(df: Frame | None) -> pl.LazyFrame | None:
     if df is None:
         return None
     return df.lazy() if isinstance(df, pl.DataFrame) else df
-
-
-def embedding_matrix(series: pl.Series) -> np.ndarray:
-    """A ``(n, d)`` float32 matrix from an Array or List embedding column without nulls."""
-    if series.len() == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    if series.null_count():
-        raise ValueError(f"embedding column has {series.null_count()} null row(s)")
-    if isinstance(series.dtype, pl.Array):
-        return np.ascontiguousarray(series.to_numpy(), dtype=np.float32)
-    if isinstance(series.dtype, pl.List):
-        lengths = series.list.len().unique()
-        if lengths.len() != 1:
-            raise ValueError(f"embeddings of differing lengths: {sorted(lengths.to_list())}")
-        d = int(lengths[0])
-        flat = series.explode().cast(pl.Float32).to_numpy()
-        return np.ascontiguousarray(flat.reshape(-1, d), dtype=np.float32)
-    raise ValueError(f"embedding column must be a list/array of floats, got {series.dtype}")
 
 
 @dataclass

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from catret_pipeline.delivery.rankings import unit_catalogue
-from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+from catret_pipeline.retrieval.exact import exact_topk
+from catret_pipeline.vectors_math import l2_normalize
 
 HNSW_FROM = 200_000
 ENV_SERVE_INDEX = "CATRET_SERVE_INDEX"

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from catret_pipeline.retrieval.vectors import embedding_matrix
 from catret_pipeline.serving.tables import StoreError
+from catret_pipeline.vectors_math import embedding_matrix
 
 #: name -> query vector of a name outside the tree (None when no matching encoder exists).
 Encode = Callable[[str], np.ndarray]
