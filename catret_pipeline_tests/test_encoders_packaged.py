@@ -13,6 +13,7 @@ import pytest
 
 from catret_pipeline.encoders import packaged
 from catret_pipeline.encoders.packaged import PackagedModelError, PartFile, SplitZipModel
+from catret_pipeline.storage.hashing import sha256_file
 
 WEIGHTS = bytes(range(256)) * 4000  # ~1 MB, incompressible enough to span the parts
 
@@ -178,7 +179,7 @@ def test_real_mpnet_assembly_and_load(tmp_path):
     assert enc.model_id == "st:bundled-all-mpnet-base-v2@78c0197b6159d926:seq128"
     model = enc.model()
     folder = tmp_path / "mc" / "all-mpnet-base-v2"
-    assert packaged.sha256_file(folder / "model.safetensors") == packaged.MPNET.weights_sha256
+    assert sha256_file(folder / "model.safetensors") == packaged.MPNET.weights_sha256
     assert model.dim == 768 and model.display_name == "all-mpnet-base-v2"
     emb = enc.encode(["red running shoes", "men's red jogging sneakers", "kitchen knife set"])
     assert emb.shape == (3, 768)

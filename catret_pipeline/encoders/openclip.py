@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from catret_pipeline.storage.hashing import sha256_file
 from catret_pipeline.workers.lifetime import exit_with
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
@@ -188,11 +188,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()[:16]
+        _FILE_HASHES[key] = sha256_file(p)[:16]
     return _FILE_HASHES[key]
 
 

@@ -23,9 +23,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from catret_pipeline.storage.hashing import sha256_file, update_from_file
+
 #: Written last into an assembled folder; its presence (with the right content) means "complete".
 MARKER = ".catret-assembled.json"
-_CHUNK = 1 << 20
 
 
 class PackagedModelError(RuntimeError):
@@ -119,14 +120,6 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def is_assembled(model: SplitZipModel, folder: Path) -> bool:
     """Cheap check (no hashing): the marker matches and the weights have the pinned size."""
     try:
@@ -170,10 +163,7 @@ def _assemble(model: SplitZipModel, parts: Sequence[PartFile], tmp: Path) -> Pat
         for part in parts:
             h = hashlib.sha256()
             try:
-                with open(part.path, "rb") as fh:
-                    for chunk in iter(lambda fh=fh: fh.read(_CHUNK), b""):
-                        h.update(chunk)
-                        out.write(chunk)
+                update_from_file(h, part.path, copy_to=out)
             except OSError as exc:
                 raise PackagedModelError(
                     f"{model.name}: cannot read {part.path} of package {part.package!r} ({exc}). "

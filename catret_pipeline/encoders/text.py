@@ -33,6 +33,7 @@ from catret_pipeline.encoders.precision import (
     cuda_bf16_supported,
     resolve_precision,
 )
+from catret_pipeline.storage.hashing import update_from_file
 from catret_pipeline.vectors_math import l2_normalize
 
 #: The paper's encoder; usable by name when downloadable or already in the Hugging Face cache.
@@ -163,9 +164,7 @@ def dir_fingerprint(path: Path) -> str:
     if stats not in _DIR_HASHES:
         h = hashlib.sha256()
         for f in files:
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            update_from_file(h, f)
         _DIR_HASHES[stats] = h.hexdigest()[:16]
     return _DIR_HASHES[stats]
 

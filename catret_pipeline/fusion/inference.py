@@ -25,6 +25,7 @@ from catret_pipeline.fusion.features import (
 )
 from catret_pipeline.fusion.heads import FusionHeads, build_heads
 from catret_pipeline.storage.atomic import atomic_write_bytes, atomic_write_text
+from catret_pipeline.storage.hashing import sha256_file
 from catret_pipeline.vectors_math import l2_normalize
 
 ARTEFACT_FORMAT = 1
@@ -77,7 +78,7 @@ def write_meta(storage: _HasPath, model: str, setting: str, meta: dict) -> Path:
 
 def weights_sha256(storage: _HasPath, model: str, setting: str) -> str | None:
     pt, _ = artefact_paths(storage, model, setting)
-    return hashlib.sha256(pt.read_bytes()).hexdigest() if pt.exists() else None
+    return sha256_file(pt) if pt.exists() else None
 
 
 @dataclass

@@ -25,6 +25,7 @@ import polars as pl
 
 from catret_pipeline.fusion.features import PairData
 from catret_pipeline.storage.atomic import atomic_write_parquet
+from catret_pipeline.storage.hashing import sha256_file_or_none
 
 #: Default of ``FusionModelsConfig.retrain_fraction`` (docs/models.md, "When heads retrain").
 DEFAULT_RETRAIN_FRACTION = 0.05
@@ -118,14 +119,7 @@ def write_train_keys(storage: _HasPath, model: str, setting: str, keys: pl.DataF
     """Write the key set atomically; returns the file's sha256 for the artefact JSON."""
     path = keys_path(storage, model, setting)
     atomic_write_parquet(keys.select(KEY_COLUMNS), path)
-    return file_sha256(path) or ""
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+    return sha256_file_or_none(path) or ""
 
 
 def read_train_keys(
@@ -136,7 +130,7 @@ def read_train_keys(
     path = keys_path(storage, model, setting)
     if not expected_sha256:
         return None, "the artefact records no training key file"
-    sha = file_sha256(path)
+    sha = sha256_file_or_none(path)
     if sha is None:
         return None, f"training key file {path.name} is missing"
     if sha != expected_sha256:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catret_pipeline.ingest.confine import is_inside
+from catret_pipeline.storage.hashing import sha256_file
 
 CURSOR_VERSION = 1
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +71,6 @@ class Change:
 
 #: Digest recorded for a file that resolves outside the raw root (a symbolic link out).
 OUTSIDE_RAW_ROOT = "outside_raw_root"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint_files(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 
 from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.storage.atomic import atomic_path, write_parquet_table
+from catret_pipeline.storage.hashing import sha256_file
 from catret_pipeline.vectors_math import l2_normalize
 
 META_KEY = b"catret.hnsw"
@@ -114,14 +114,6 @@ def _hnswlib_version() -> str:
         return "unknown"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _deleted_labels(index: hnswlib.Index, live: np.ndarray) -> np.ndarray:
     """Labels the index holds besides ``live``; raises unless every one is marked deleted."""
     all_ids = np.asarray(index.get_ids_list(), dtype=np.int64)
@@ -181,7 +173,7 @@ def save_index(
         # hnswlib writes to a path of its own choosing: give it a temp sibling.
         index.save_index(str(tmp_bin))
         size = tmp_bin.stat().st_size
-        digest = _sha256(tmp_bin)
+        digest = sha256_file(tmp_bin)
         meta = {
             "format_version": FORMAT_VERSION,
             "space": index.space,
@@ -298,7 +290,7 @@ def load_index(
             f"{path_bin} is {size} bytes but its label map records {meta['index_bytes']}: "
             "the two files come from different builds; rebuild the index"
         )
-    if verify and "index_sha256" in meta and _sha256(path_bin) != meta["index_sha256"]:
+    if verify and "index_sha256" in meta and sha256_file(path_bin) != meta["index_sha256"]:
         raise ValueError(
             f"{path_bin} does not match the sha256 its label map records: the file is damaged "
             "or the two files come from different builds; rebuild the index"
