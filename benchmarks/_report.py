@@ -44,9 +44,3 @@ def write_section(name: str, body: str, doc: Path | None = None) -> None:
         else text.rstrip() + "\n\n" + block + "\n"
     )
     DOC_.write_text(text)
-
-
-def md_table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)

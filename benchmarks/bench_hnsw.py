@@ -45,7 +45,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -364,8 +366,8 @@ def main(argv: list[str] | None = None) -> None:
         "single vs best brute force",
         "batch vs best brute force",
     ]
-    table = md_table(headers, rows)
-    brute_table = md_table(
+    table = markdown_table(headers, rows)
+    brute_table = markdown_table(
         ["exact method", "QPS", "recall@10 vs exact_topk"],
         [
             [

@@ -61,7 +61,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "ViT-B-32"
@@ -577,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
         "% of same-precision matmul",
         "% of bf16 matmul",
     ]
-    table = md_table(headers, rows)
+    table = markdown_table(headers, rows)
 
     emb = {n: np.concatenate(outputs[n]) for n in names if outputs[n][0] is not None}
     ref32 = emb[f"fp32 b{max(batch_sizes)}"]

@@ -39,7 +39,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 METRICS = (
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], flush=True)
     load_after = os.getloadavg()
 
-    table = md_table(
+    table = markdown_table(
         [
             "models",
             "rankings scored",

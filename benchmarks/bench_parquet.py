@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
 from bench_hnsw import clustered_unit_vectors  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         "pyarrow read + numpy s",
         "duckdb fetch_arrow_table + numpy s",
     ]
-    table = md_table(headers, rows)
+    table = markdown_table(headers, rows)
     cmd_args = [a if not Path(a).is_absolute() else os.path.relpath(a, REPO) for a in sys.argv]
     command = ".venv/bin/python " + shlex.join(cmd_args)
     f32_mb = float(rows[0][3].replace(",", ""))

@@ -23,7 +23,9 @@ from pathlib import Path
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
@@ -130,12 +132,12 @@ def section(name: str, data: Path, seconds: float) -> str:
             "",
             "R-precision / P@10 in %, test split; n = test queries of the subset.",
             "",
-            md_table(header, rows),
+            markdown_table(header, rows),
             "",
             "catret-hybrid against the best zero-shot baseline of each (setting, subset), "
             "two-sided sign-flip permutation p over the same queries:",
             "",
-            md_table(
+            markdown_table(
                 ["setting", "subset", "n", "ours", "best baseline", "margin", "p_perm", ""],
                 mrows,
             ),

@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDINGS = (
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(
         ["**whole job (wall)**", f"{full_s:.1f}", f"{refresh_s:.1f}", f"{full_s / refresh_s:.1f}x"]
     )
-    table = md_table(["step", "full build s", "refresh s", "full / refresh"], rows)
+    table = markdown_table(["step", "full build s", "refresh s", "full / refresh"], rows)
     encoded = {name: _meta(refresh, name) for name in EMBEDDINGS}
     enc_line = "; ".join(
         f"{name}: {m.get('encoded', '?')} encoded, {m.get('reused', '?')} reused, "

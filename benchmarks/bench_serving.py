@@ -46,7 +46,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 NEW_WORDS = ["vintage", "waterproof", "foldable", "kids", "travel", "smart", "eco", "mini"]
 NEW_NOUNS = ["lantern", "backpack", "speaker stand", "yoga block", "tea set", "desk organiser"]
@@ -213,7 +215,7 @@ def main(argv=None) -> None:
                 f"{len(cold) / sum(cold):.2f}",
             ]
         )
-    table = md_table(
+    table = markdown_table(
         ["query", "top-k (source)", "clients", "requests", "p50 ms", "p99 ms", "req/s"], rows
     )
     command = " ".join(["benchmarks/bench_serving.py", *(argv or sys.argv[1:])])

@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, md_table, write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
+
+from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "ViT-B-32"
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{cos(kind, name, pair):.6f}" if pair else "",
                 ]
             )
-    table = md_table(
+    table = markdown_table(
         [
             "texts",
             "path",

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from catret_pipeline.markdown import frame_markdown
 from catret_pipeline.storage.hashing import (
     CHUNK_BYTES,
     sha256_file,
@@ -104,3 +105,16 @@ def test_update_from_file_copies_and_hashes_a_concatenation(tmp_path):
         update_from_file(h, b, copy_to=sink)
     assert out.read_bytes() == a.read_bytes() + b"yz"
     assert h.hexdigest() == hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_frame_markdown_formats_clips_and_escapes():
+    df = pl.DataFrame({"model": ["a|b", "c"], "recall": [0.123456, None], "n": [1, 2]})
+    assert frame_markdown(df, float_digits=4).splitlines() == [
+        "| model | recall | n |",
+        "|---|---|---|",
+        "| a\\|b | 0.1235 | 1 |",
+        "| c | None | 2 |",
+    ]
+    clipped = frame_markdown(df, rows=1, max_chars=3)
+    assert clipped.splitlines()[2:] == ["| a\\|b | 0.… | 1 |"]
+    assert frame_markdown(df.clear()) == "| model | recall | n |\n|---|---|---|"

@@ -96,9 +96,8 @@ def test_sql_identifier_guard(tmp_path):
 
 
 def test_markdown_preview_escapes_and_clips_cells():
-    from catret_pipeline.markdown import markdown_table
-    from catret_pipeline.storage.io_manager import preview_markdown
+    from catret_pipeline.markdown import frame_markdown, markdown_table
 
     assert markdown_table(["a"], [["x|y\nz"]]).splitlines()[2] == "| x\\|y z |"
-    md = preview_markdown(pl.DataFrame({"t": ["a" * 100]}), max_chars=10)
+    md = frame_markdown(pl.DataFrame({"t": ["a" * 100]}), max_chars=10)
     assert md.splitlines()[2] == "| " + "a" * 9 + "… |"

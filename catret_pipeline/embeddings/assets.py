@@ -33,8 +33,7 @@ from catret_pipeline.embeddings.incremental import (
 )
 from catret_pipeline.embeddings.sharding import SHARD_GROUP, merge_shards, shard_mask, shard_name
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
-from catret_pipeline.markdown import markdown_table
-from catret_pipeline.storage.io_manager import preview_markdown
+from catret_pipeline.markdown import frame_markdown, markdown_table
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "embeddings"
@@ -216,7 +215,7 @@ def run_incremental(
         context.log.warning(
             f"{asset}: {len(failures)} rows could not be encoded and have no embedding"
         )
-        meta["failures"] = dg.MetadataValue.md(preview_markdown(report, rows=20, max_chars=120))
+        meta["failures"] = dg.MetadataValue.md(frame_markdown(report, rows=20, max_chars=120))
     if previous_damage:
         meta["previous_unreadable"] = dg.MetadataValue.text(
             f"re-encoded every row: the previous table was not reused: {previous_damage}"

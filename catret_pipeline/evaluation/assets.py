@@ -14,6 +14,7 @@ from catret_pipeline.evaluation.metrics import (
     query_info,
 )
 from catret_pipeline.evaluation.significance import paired_tests
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.hybrid import HYBRID_MODEL
 from catret_pipeline.retrieval.vectors import BM25_MODEL, TEXT_BASELINE_NAMES
 
@@ -83,12 +84,14 @@ def metrics_markdown(metrics: pl.DataFrame, subset: str = "all") -> str:
     """Markdown table of one subset's metrics, in % like the paper."""
     rows = metrics.filter(pl.col("subset") == subset).sort("setting", "model")
     cols = list(PAPER_METRICS)
-    header = "| model | setting | n | " + " | ".join(cols) + " |"
-    lines = [header, "|" + "---|" * (3 + len(cols))]
-    for row in rows.iter_rows(named=True):
-        cells = [row["model"], row["setting"], str(row["n_queries"])] + [_pct(row[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nValues in %, subset `{subset}`; mAP@K divides by min(K, R)."
+    table = markdown_table(
+        ["model", "setting", "n", *cols],
+        [
+            [row["model"], row["setting"], row["n_queries"], *(_pct(row[c]) for c in cols)]
+            for row in rows.iter_rows(named=True)
+        ],
+    )
+    return table + f"\n\nValues in %, subset `{subset}`; mAP@K divides by min(K, R)."
 
 
 @dg.asset(
@@ -176,11 +179,13 @@ def _summary_md(summary: pl.DataFrame) -> str:
         "share_same_tree_other",
         "share_different_tree",
     ]
-    lines = ["| model | setting | " + " | ".join(cols) + " |", "|" + "---|" * (2 + len(cols))]
-    for row in summary.iter_rows(named=True):
-        cells = [str(row["n_errors"])] + [_pct(row[c]) for c in cols[1:]]
-        lines.append(f"| {row['model']} | {row['setting']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["model", "setting", *cols],
+        [
+            [row["model"], row["setting"], row["n_errors"], *(_pct(row[c]) for c in cols[1:])]
+            for row in summary.iter_rows(named=True)
+        ],
+    )
 
 
 @dg.asset(

@@ -18,6 +18,7 @@ from catret_pipeline.fusion.features import (
     model_spec,
 )
 from catret_pipeline.fusion.retrain import DEFAULT_RETRAIN_FRACTION
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "fusion"
@@ -197,32 +198,47 @@ def _fmt(x: float | None) -> str:
 
 
 def _summary_md(df: pl.DataFrame) -> str:
-    lines = [
-        "| model | setting | status | data change | epochs | best | train first→last | val initial→best | val R-prec | n_train | n_val | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "model",
+        "setting",
+        "status",
+        "data change",
+        "epochs",
+        "best",
+        "train first→last",
+        "val initial→best",
+        "val R-prec",
+        "n_train",
+        "n_val",
+        "s",
     ]
+    rows = []
     for r in df.iter_rows(named=True):
         change = r["data_change_fraction"]
-        lines.append(
-            f"| {r['model']} | {r['setting']} | {r['status']}{' (' + r['reason'] + ')' if r['reason'] else ''} "
-            f"| {'-' if change is None else f'{change:.1%}'} "
-            f"| {r['epochs_run']} | {r['best_epoch']} "
-            f"| {_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])} "
-            f"| {_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])} "
-            f"| {_fmt(r['val_rprec_best'])} "
-            f"| {r['n_train']} | {r['n_val']} | {r['seconds']:.1f} |"
+        rows.append(
+            [
+                r["model"],
+                r["setting"],
+                f"{r['status']}" + (f" ({r['reason']})" if r["reason"] else ""),
+                "-" if change is None else f"{change:.1%}",
+                r["epochs_run"],
+                r["best_epoch"],
+                f"{_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])}",
+                f"{_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])}",
+                _fmt(r["val_rprec_best"]),
+                r["n_train"],
+                r["n_val"],
+                f"{r['seconds']:.1f}",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def _curves_md(curves: dict[str, list[dict]]) -> str:
     parts = []
     for key, history in curves.items():
-        parts.append(f"**{key}**\n\n| epoch | train | val |\n|---|---|---|")
-        parts += [
-            f"| {h['epoch']} | {_fmt(h['train_loss'])} | {_fmt(h['val_loss'])} |" for h in history
-        ]
-        parts.append("")
+        rows = [[h["epoch"], _fmt(h["train_loss"]), _fmt(h["val_loss"])] for h in history]
+        parts.append(f"**{key}**\n\n" + markdown_table(["epoch", "train", "val"], rows) + "\n")
     return "\n".join(parts)
 
 
@@ -411,12 +427,14 @@ def fused_representations(
                 "embedding": pl.Array(pl.Float32, 1),
             }
         )
-    md = ["| model | setting | products | categories | s |", "|---|---|---|---|---|"]
-    md += [f"| {m} | {s} | {n_p} | {n_c} | {sec:.1f} |" for m, s, n_p, n_c, sec in stats]
+    md = markdown_table(
+        ["model", "setting", "products", "categories", "s"],
+        [[m, s, n_p, n_c, f"{sec:.1f}"] for m, s, n_p, n_c, sec in stats],
+    )
     return dg.Output(
         df,
         metadata={
-            "per_model": dg.MetadataValue.md("\n".join(md)),
+            "per_model": dg.MetadataValue.md(md),
             "category_names_without_embedding": dg.MetadataValue.int(missing_names),
             "models": dg.MetadataValue.json([f"{m}/{s}" for m, s, *_ in stats]),
         },

@@ -19,6 +19,7 @@ from catret_pipeline.images.cache import (
 )
 from catret_pipeline.images.fetch import FetchResult, normalise_url
 from catret_pipeline.images.resources import ImageFetcher
+from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.resources import CatretStorage
 from catret_pipeline.storage.tables import DamagedTable
 
@@ -185,10 +186,7 @@ def reason_code(reason: str | None) -> str | None:
 def _summary_metadata(table: pl.DataFrame, stats: AcquireStats, cache: ImageCache) -> dict:
     status_counts = dict(Counter(table.get_column("status").to_list()))
     reasons = Counter(reason_code(r) for r in table.get_column("reason").to_list() if r is not None)
-    reason_md = "\n".join(
-        ["| reason | products |", "|---|---|"]
-        + [f"| {k} | {v} |" for k, v in reasons.most_common()]
-    )
+    reason_md = markdown_table(["reason", "products"], reasons.most_common())
     n = max(table.height, 1)
     meta = {
         "n_ok": dg.MetadataValue.int(status_counts.get("ok", 0)),

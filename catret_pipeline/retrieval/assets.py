@@ -14,7 +14,7 @@ import polars as pl
 from pydantic import Field
 
 from catret_pipeline.fusion.features import MODEL_SPECS
-from catret_pipeline.markdown import markdown_table
+from catret_pipeline.markdown import frame_markdown
 from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
 from catret_pipeline.retrieval.hnsw_index import (
     HnswParams,
@@ -174,11 +174,6 @@ def _category_matrix(queries: VectorSet, names: list[str], dim: int) -> np.ndarr
     return queries.matrix[rows]
 
 
-def _md_table(df: pl.DataFrame) -> str:
-    rows = [[f"{v:.4f}" if isinstance(v, float) else v for v in row] for row in df.iter_rows()]
-    return markdown_table(df.columns, rows)
-
-
 # ---------------------------------------------------------------------------------------------
 # Assets
 
@@ -307,7 +302,7 @@ def index_metadata(df: pl.DataFrame, recorded: dict) -> dict:
     count = dict(zip(actions["action"], actions["count"], strict=True))
     return {
         "indexes": dg.MetadataValue.md(
-            _md_table(
+            frame_markdown(
                 df.select(
                     "model",
                     "setting",
@@ -320,7 +315,8 @@ def index_metadata(df: pl.DataFrame, recorded: dict) -> dict:
                     "n_missing_vectors",
                     "dim",
                     "recall_at_10",
-                )
+                ),
+                float_digits=4,
             )
         ),
         "n_indexes": dg.MetadataValue.int(built.height),
@@ -633,7 +629,7 @@ def hnsw_recall(
             )
         ),
         metadata={
-            "recall": dg.MetadataValue.md(_md_table(result)),
+            "recall": dg.MetadataValue.md(frame_markdown(result, float_digits=4)),
             "min_recall_at_10": dg.MetadataValue.float(min_recall),
             "recall_bound": dg.MetadataValue.float(bound),
             "n_indexes": dg.MetadataValue.int(result.height),
@@ -796,7 +792,7 @@ def retrieval_runs(
     return dg.Output(
         df,
         metadata={
-            "runs": dg.MetadataValue.md(_md_table(summary_df)),
+            "runs": dg.MetadataValue.md(frame_markdown(summary_df, float_digits=4)),
             "n_exact_fallback": dg.MetadataValue.int(int(summary_df["exact"].sum())),
             "n_queries_without_vector": dg.MetadataValue.int(int(summary_df["no_vector"].sum())),
         },

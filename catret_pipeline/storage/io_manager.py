@@ -20,7 +20,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from catret_pipeline.markdown import markdown_table
+from catret_pipeline.markdown import frame_markdown
 from catret_pipeline.storage.tables import (
     TABLE_STORE_HELP,
     TablePath,
@@ -33,7 +33,7 @@ from catret_pipeline.storage.tables import (
     write_table,
 )
 
-__all__ = ["ParquetIOManager", "asset_file", "preview_markdown", "table_metadata", "table_schema"]
+__all__ = ["ParquetIOManager", "asset_file", "table_metadata", "table_schema"]
 
 PREVIEW_ROWS = 5
 
@@ -42,19 +42,11 @@ def table_schema(df: pl.DataFrame) -> TableSchema:
     return TableSchema(columns=[TableColumn(name, str(dtype)) for name, dtype in df.schema.items()])
 
 
-def preview_markdown(df: pl.DataFrame, rows: int = PREVIEW_ROWS, max_chars: int = 60) -> str:
-    def clip(value: object) -> str:
-        text = str(value)
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-    return markdown_table(df.columns, [[clip(v) for v in row] for row in df.head(rows).iter_rows()])
-
-
 def table_metadata(df: pl.DataFrame, path: TablePath | None = None) -> dict:
     meta = {
         "dagster/row_count": MetadataValue.int(df.height),
         "dagster/column_schema": table_schema(df),
-        "preview": MetadataValue.md(preview_markdown(df)),
+        "preview": MetadataValue.md(frame_markdown(df, rows=PREVIEW_ROWS, max_chars=60)),
     }
     if path is not None:
         meta["path"] = MetadataValue.path(str(path))
