@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -118,3 +121,17 @@ def test_frame_markdown_formats_clips_and_escapes():
     clipped = frame_markdown(df, rows=1, max_chars=3)
     assert clipped.splitlines()[2:] == ["| a\\|b | 0.… | 1 |"]
     assert frame_markdown(df.clear()) == "| model | recall | n |\n|---|---|---|"
+
+
+def test_shared_helpers_import_no_stage_dagster_or_torch():
+    # Every stage imports these, so they must not pull in a stage, Dagster or torch.
+    code = (
+        "import sys\n"
+        "import catret_pipeline.markdown, catret_pipeline.storage.hashing\n"
+        "import catret_pipeline.vectors_math\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('catret_pipeline.'))\n"
+        "assert loaded == ['catret_pipeline.markdown', 'catret_pipeline.storage',\n"
+        "    'catret_pipeline.storage.hashing', 'catret_pipeline.vectors_math'], loaded\n"
+        "assert 'dagster' not in sys.modules and 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy())
