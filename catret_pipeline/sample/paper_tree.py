@@ -246,6 +246,7 @@ class _Grower:
         order = list(self.pools[root])
         self.rng.shuffle(order)
         kinds = {self.kind[q] for q in chain}
+        banned = banned.union(*(_words(q) for q in chain))
         for q, kind in order:
             if kind in kinds or _words(q) & banned:
                 continue
