@@ -547,18 +547,40 @@ class _Builder:
         return out
 
 
+class _Without(Sequence[str]):
+    """``items`` without its element at ``skip``, as a view: ``random.sample`` draws the same
+    as from the filtered list, without copying a 10,000-asin root list once per product."""
+
+    def __init__(self, items: list[str], skip: int) -> None:
+        self.items, self.skip = items, skip
+
+    def __len__(self) -> int:
+        return len(self.items) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if not 0 <= i < len(self.items) - 1:
+            raise IndexError(i)
+        return self.items[i + (i >= self.skip)]
+
+
 def _link_related(builder: _Builder, products: list[_Product]) -> None:
     by_leaf: dict[int, list[str]] = {}
     by_root: dict[str, list[str]] = {}
+    # Each asin's position in its leaf and root lists (asins are unique among products).
+    at: dict[str, tuple[int, int]] = {}
     for p in products:
-        by_leaf.setdefault(p.leaf.index, []).append(p.asin)
-        by_root.setdefault(p.leaf.root, []).append(p.asin)
+        leaf_list = by_leaf.setdefault(p.leaf.index, [])
+        root_list = by_root.setdefault(p.leaf.root, [])
+        at[p.asin] = (len(leaf_list), len(root_list))
+        leaf_list.append(p.asin)
+        root_list.append(p.asin)
     rng = builder.rng
     for p in products:
         if rng.random() < 0.2:
             continue
-        same_leaf = [a for a in by_leaf[p.leaf.index] if a != p.asin]
-        same_root = [a for a in by_root[p.leaf.root] if a != p.asin]
+        in_leaf, in_root = at[p.asin]
+        same_leaf = _Without(by_leaf[p.leaf.index], in_leaf)
+        same_root = _Without(by_root[p.leaf.root], in_root)
         p.record["related"] = {
             "alsoBought": rng.sample(same_root, min(len(same_root), rng.randint(0, 3))),
             "alsoViewed": rng.sample(same_leaf, min(len(same_leaf), rng.randint(0, 4))),
