@@ -397,9 +397,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from catret_pipeline.sample.generator import ensure_sample
 
-    if args.shape:
-        os.environ[settings.ENV_SAMPLE_SHAPE] = args.shape
-    shape = settings.sample_shape()
+    shape = args.shape or settings.sample_shape()
     summary = ensure_sample(Path(args.out), n_products=args.products, seed=args.seed, shape=shape)
     print(
         f"{summary.n_products} products, {summary.n_lines} lines, {summary.n_categories} "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -226,8 +227,11 @@ def test_settings_and_generator_agree_on_the_shapes() -> None:
 def test_bad_shape_env_is_one_line_before_the_sample_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    for name in (settings.ENV_DATA_DIR, settings.ENV_RAW_ROOT, "DAGSTER_HOME"):
-        monkeypatch.delenv(name, raising=False)
+    # The CLI writes these into os.environ: set-then-delete makes monkeypatch restore them.
+    names = (settings.ENV_DATA_DIR, settings.ENV_RAW_ROOT, settings.ENV_PROFILE, "DAGSTER_HOME")
+    for name in (*names, "HF_HUB_OFFLINE", "DAGSTER_DISABLE_TELEMETRY"):
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
     monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "papr")
     data = tmp_path / "data"
     assert cli.main(["materialize", "--data-dir", str(data), "--sample-products", "60"]) == 2
@@ -246,10 +250,20 @@ def test_bad_shape_flag_is_refused_by_the_parser(capsys: pytest.CaptureFixture) 
     assert "invalid choice: 'papr'" in capsys.readouterr().err
 
 
+def test_shape_flag_sets_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "x")
+    monkeypatch.delenv(settings.ENV_SAMPLE_SHAPE)
+    cli._set_sample_env(cli.build_parser().parse_args(["materialize"]))
+    assert settings.ENV_SAMPLE_SHAPE not in os.environ and settings.sample_shape() == "sample"
+    cli._set_sample_env(cli.build_parser().parse_args(["ui", "--sample-shape", "paper"]))
+    assert os.environ[settings.ENV_SAMPLE_SHAPE] == "paper" and settings.sample_shape() == "paper"
+
+
 def test_cli_passes_the_shape_to_the_generator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(settings.ENV_SAMPLE_SHAPE, raising=False)
+    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "x")  # restored afterwards, set or not
+    monkeypatch.delenv(settings.ENV_SAMPLE_SHAPE)
     out = tmp_path / "s"
     assert cli.main(["sample", "--out", str(out), "--products", "60", "--shape", "paper"]) == 0
     assert json.loads((out / MANIFEST_NAME).read_text())["params"]["shape"] == "paper"
