@@ -558,8 +558,7 @@ class _Without(Sequence[str]):
         return len(self.items) - 1
 
     def __getitem__(self, i):  # type: ignore[override]
-        if not 0 <= i < len(self.items) - 1:
-            raise IndexError(i)
+        # i >= 0 only (random.sample); i == len(self) reaches past the list: IndexError.
         return self.items[i + (i >= self.skip)]
 
 
