@@ -132,6 +132,21 @@ def cold_search(data_dir: str, name: str, model: str) -> float:
     return time.perf_counter() - t
 
 
+def index_summary(data_dir: Path) -> list[str]:
+    path = data_dir / "assets" / "serving_indexes.parquet"
+    if not path.exists():
+        return ["No `serving_indexes` table (a build older than the asset)."]
+    return [
+        f"`serving_indexes` {r['setting']}: {r['n_items']:,} items, {r['action']} in "
+        f"{r['build_seconds']:.1f} s, ef {r['ef']}, recall@10 {r['recall_at_10']:.4f}, "
+        f"{r['bytes'] / 2**20:.0f} MiB."
+        for r in pl.read_parquet(path)
+        .filter(pl.col("index_path").is_not_null())
+        .iter_rows(named=True)
+        if r["setting"] == "all"
+    ]
+
+
 def measure(data_dir: str, index: str, names: list[str], new: list[str], args) -> dict:
     """One server with ``CATRET_SERVE_INDEX=index``: its start-up, /health and latency rows."""
     port = free_port()
@@ -174,21 +189,19 @@ def measure(data_dir: str, index: str, names: list[str], new: list[str], args) -
 def main(argv=None) -> None:
     args = parse_args(argv)
     data_dir = str(Path(args.data_dir).resolve())
-    built = ""
+    built = []
     if args.synthetic:
         from _synthetic_serving import write_synthetic
 
         t = time.perf_counter()
         info = write_synthetic(Path(data_dir), args.synthetic)
-        r = info["index"]
-        built = (
+        built.append(
             f"Synthetic catalogue (benchmarks/_synthetic_serving.py): {info['n_products']:,} "
-            f"products, {info['n_nodes']:,} tree nodes, dim {info['dim']}; written and "
-            f"`serving_indexes` built in {time.perf_counter() - t:.0f} s (index {r['action']} "
-            f"in {r['build_seconds']:.0f} s, ef {r['ef']}, recall@10 {r['recall_at_10']:.4f}, "
-            f"{r['bytes'] / 2**20:.0f} MiB)."
+            f"products, {info['n_nodes']:,} tree nodes, dim {info['dim']}; tables written and "
+            f"serving assets materialised in {time.perf_counter() - t:.0f} s."
         )
-        print(built, flush=True)
+    built += index_summary(Path(data_dir))
+    print(*built, sep="\n", flush=True)
     tree = pl.read_parquet(Path(data_dir) / "assets" / "category_tree.parquet")
     names = sorted(set(tree["name"]))
     rng = random.Random(0)
@@ -225,7 +238,7 @@ def main(argv=None) -> None:
             f"## Serving: `catret serve` over HTTP ({n_products:,} products)",
             "",
             f"`{command}`; {machine()}.",
-            *([built] if built else []),
+            *built,
             f"Every one of the {n_products:,} products indexed; {len(names)} tree names; serving "
             f"model `{model}` (setting `all`), k=10. Server start to first answer: {startups} "
             "(imports, tables, product vectors, index, encoder warm-up). One keep-alive "

@@ -108,8 +108,12 @@ def ensure_bundled_sample(n_products: int | None = None) -> None:
     from catret_pipeline.sample.generator import ensure_sample
 
     n = n_products or int(os.environ.get("CATRET_SAMPLE_PRODUCTS", DEFAULT_SAMPLE_PRODUCTS))
-    summary = ensure_sample(settings.sample_root(), n_products=n)
-    print(f"sample catalogue: {summary.n_products} products under {settings.sample_root()}")
+    shape = settings.sample_shape()
+    summary = ensure_sample(settings.sample_root(), n_products=n, shape=shape)
+    print(
+        f"sample catalogue ({shape} shape): {summary.n_products} products in "
+        f"{summary.n_categories} categories under {settings.sample_root()}"
+    )
 
 
 def select_job(defs, select: str | None):
@@ -265,6 +269,12 @@ def _set_scaling_env(args: argparse.Namespace) -> None:
         os.environ[settings.ENV_EXECUTOR] = args.executor
 
 
+def _set_sample_env(args: argparse.Namespace) -> None:
+    # Through the environment like --shards: settings.validate() then checks flag and variable.
+    if getattr(args, "sample_shape", None):
+        os.environ[settings.ENV_SAMPLE_SHAPE] = args.sample_shape
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -273,6 +283,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     # Validated before anything is created or generated: a typo leaves no half-made data dir.
     configure_environment(args.data_dir, args.raw_root, args.profile, create=False)
     _set_scaling_env(args)
+    _set_sample_env(args)
     validate_configuration()
     env = configure_environment(args.data_dir, args.raw_root, args.profile)
     print(f"data dir {env['data_dir']}, raw root {env['raw_root']}, profile {env['profile']}")
@@ -362,6 +373,7 @@ def _remove_stale_temp_files(data_dir: Path) -> None:
 def cmd_ui(args: argparse.Namespace) -> int:
     configure_environment(args.data_dir, args.raw_root, args.profile, create=False)
     _set_scaling_env(args)
+    _set_sample_env(args)
     validate_configuration()
     configure_environment(args.data_dir, args.raw_root, args.profile)
     # Created here, under the lock: the webserver and the daemon would otherwise both create
@@ -385,8 +397,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from catret_pipeline.sample.generator import ensure_sample
 
-    summary = ensure_sample(Path(args.out), n_products=args.products, seed=args.seed)
-    print(f"{summary.n_products} products, {summary.n_lines} lines in {summary.out_dir}")
+    shape = args.shape or settings.sample_shape()
+    summary = ensure_sample(Path(args.out), n_products=args.products, seed=args.seed, shape=shape)
+    print(
+        f"{summary.n_products} products, {summary.n_lines} lines, {summary.n_categories} "
+        f"categories ({shape} shape) in {summary.out_dir}"
+    )
     return 0
 
 
@@ -493,6 +509,13 @@ def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
         )
         p.add_argument("--sample-products", type=int, help="size of the generated sample catalogue")
         p.add_argument(
+            "--sample-shape",
+            choices=list(settings.SAMPLE_SHAPES),
+            help="category tree of the generated sample: the small hand-written one, or one shaped "
+            "like the paper's (5,471 categories on 9 levels) (env CATRET_SAMPLE_SHAPE; "
+            "default sample)",
+        )
+        p.add_argument(
             "--shards",
             type=int,
             help="hash shards per product-level embedding asset, and above 1 one hnsw_indexes step "
@@ -540,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(settings.sample_root()))
     p.add_argument("--products", type=int, default=DEFAULT_SAMPLE_PRODUCTS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--shape",
+        choices=list(settings.SAMPLE_SHAPES),
+        help="category tree: sample (default) or paper (env CATRET_SAMPLE_SHAPE)",
+    )
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sql", help="run a query against the DuckDB catalogue (read-only)")

@@ -46,6 +46,21 @@ def default_table_store() -> str:
     return os.environ.get(ENV_TABLE_STORE, "").strip()
 
 
+#: Category tree of the generated sample (``--sample-shape``): ``sample`` = the hand-written
+#: vocabulary tree (default), ``paper`` = a procedural tree shaped like the paper's XMarket US
+#: set (5,471 categories on 9 levels; docs/sample.md).
+ENV_SAMPLE_SHAPE = "CATRET_SAMPLE_SHAPE"
+SAMPLE_SHAPES = ("sample", "paper")
+
+
+def sample_shape() -> str:
+    """``CATRET_SAMPLE_SHAPE``: ``sample`` (default) or ``paper``."""
+    name = os.environ.get(ENV_SAMPLE_SHAPE, "").strip() or SAMPLE_SHAPES[0]
+    if name not in SAMPLE_SHAPES:
+        raise ConfigError(f"{ENV_SAMPLE_SHAPE}={name!r}: expected one of {list(SAMPLE_SHAPES)}")
+    return name
+
+
 def sample_root() -> Path:
     """Where the bundled sample catalogue is generated on first use."""
     return Path(default_data_dir()) / "sample"
@@ -209,6 +224,7 @@ def validate() -> None:
     """Check every environment-level setting now (each raises :class:`ConfigError`), so a typo
     fails before the sample is generated or a run starts rather than halfway through."""
     profile()
+    sample_shape()
     embed_shards()
     executor()
     max_concurrent()

@@ -88,3 +88,15 @@ def test_the_server_uses_the_saved_graph_only_when_it_is_this_catalogue(
     got, _ = index.search(q, 10)
     want, _ = exact.search(q, 10)
     assert len(set(got) & set(want)) >= 9
+
+
+def test_unchecked_exact_search_equals_the_checked_one(monkeypatch):
+    from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+
+    asins, vecs = _catalogue(n=200)
+    monkeypatch.setenv(ENV_SERVE_INDEX, "exact")
+    index = build_product_index(asins, vecs)
+    for q in vecs[:5] + 0.1:
+        got = index.search(q, 7)
+        pos, scores = exact_topk(index.vectors, l2_normalize(q[None, :]), 7)
+        assert got == (index.asins[pos[0]].tolist(), scores[0].tolist())

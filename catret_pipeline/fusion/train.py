@@ -43,7 +43,6 @@ from catret_pipeline.fusion.retrain import (
     training_keys,
     write_train_keys,
 )
-from catret_pipeline.workers.lifetime import exit_with
 
 #: Bumped when training semantics change, so old artefacts are not reused.
 ARTEFACT_VERSION = 1
@@ -973,17 +972,14 @@ def run_jobs(
         for lead in order:
             done(lead, _train_job(jobs[lead]))
         return out
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from catret_pipeline.workers.pool import run_in_processes
 
-    # spawn, not fork: forking a process whose torch/OpenMP threads already ran can deadlock.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(order)), mp_context=ctx, initializer=exit_with
-    ) as pool:
-        futures = {pool.submit(_train_job, jobs[lead]): lead for lead in order}
-        for fut in as_completed(futures):
-            done(futures[fut], fut.result())
+    run_in_processes(
+        _train_job,
+        [jobs[lead] for lead in order],
+        workers,
+        lambda pos, result: done(order[pos], result),
+    )
     return out
 
 

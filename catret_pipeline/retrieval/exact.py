@@ -36,13 +36,17 @@ def exact_topk(
     k: int,
     *,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+    check_vectors: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows of ``vectors`` by inner product with each query.
 
     Returns ``(row_ids, scores)`` of shape ``(n_queries, min(k, n))``, best first, ties by row id.
-    Normalise both sides beforehand for cosine similarity.
+    Normalise both sides beforehand for cosine similarity. ``check_vectors=False`` is for a
+    caller that holds ``vectors`` already checked (a C-contiguous float32 matrix without NaN):
+    the server asks one query at a time of the same catalogue, and scanning every value for
+    NaN cost 7x the matrix-vector product itself (3.4 of 3.9 ms on 7,635 x 768).
     """
-    vecs = as_matrix(vectors, "vectors")
+    vecs = as_matrix(vectors, "vectors") if check_vectors else vectors
     qs = as_matrix(queries, "queries")
     n = vecs.shape[0]
     if qs.shape[0] and vecs.shape[1] != qs.shape[1]:

@@ -7,6 +7,10 @@
     out_dir/broken_lines.json        the deliberately broken lines (and why)
     out_dir/sample_manifest.json     params + generator version + summary (written last)
 
+``shape`` picks the category tree: ``"sample"`` (default) the hand-written ``vocabulary.TREE``
+(142 categories, depth <= 6); ``"paper"`` a procedural tree shaped like the paper's XMarket US
+set (5,471 categories on 9 levels, ~6 attributes per product; see ``paper_tree``).
+
 Same seed and params give byte-identical files (gzip mtime 0, no file name in the header,
 every random draw from one seeded stream, no iteration over hash-ordered sets).
 ``ensure_sample`` generates into a temporary sibling and renames it into place, so readers see
@@ -42,6 +46,9 @@ GENERATOR_VERSION = "1"
 MANIFEST_NAME = "sample_manifest.json"
 BROKEN_LINES_NAME = "broken_lines.json"
 MIN_PRODUCTS = 50
+#: ``shape`` values: the hand-written sample tree, or the paper-shaped procedural one.
+SAMPLE_SHAPES = ("sample", "paper")
+DEFAULT_SHAPE = "sample"
 
 #: Broken-line kind -> the quarantine reason the ingestion should give it (None: the line is
 #: a valid product that only a tolerant parser reads).
@@ -156,10 +163,16 @@ class Leaf:
     index: int
     path: tuple[str, ...]
     nouns: tuple[str, ...]
+    #: which leaf's image style it uses (None: its own index); paper leaves use their base's
+    style_index: int | None = None
 
     @property
     def root(self) -> str:
         return self.path[0]
+
+    @property
+    def style_key(self) -> int:
+        return self.index if self.style_index is None else self.style_index
 
 
 def tree_leaves(tree: V.CategorySpec | None = None) -> list[Leaf]:
@@ -178,6 +191,16 @@ def tree_leaves(tree: V.CategorySpec | None = None) -> list[Leaf]:
     return out
 
 
+def paper_leaves(seed: int) -> list[Leaf]:
+    """Leaves of the paper-shaped tree for ``seed`` (``paper_tree.build_paper_tree``)."""
+    from catret_pipeline.sample.paper_tree import build_paper_tree
+
+    return [
+        Leaf(i, leaf.path, leaf.nouns, leaf.base_index)
+        for i, leaf in enumerate(build_paper_tree(seed))
+    ]
+
+
 # --------------------------------------------------------------------------- params
 
 
@@ -188,8 +211,13 @@ def normalise_params(
     markets: Sequence[str] | str = ("us", "uk"),
     image_size: int = 64,
     broken_lines: bool = True,
+    shape: str = DEFAULT_SHAPE,
 ) -> dict[str, Any]:
-    """Validate the generator knobs and return them in the JSON form the manifest stores."""
+    """Validate the generator knobs and return them in the JSON form the manifest stores.
+
+    ``shape`` is stored only when it is not the default, so samples made before the knob
+    existed keep their manifest (and stay valid for ``ensure_sample``).
+    """
 
     def _int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -212,13 +240,18 @@ def normalise_params(
         raise ValueError(f"markets repeat: {market_list}")
     if not isinstance(broken_lines, bool):
         raise TypeError(f"broken_lines must be a bool, got {broken_lines!r}")
-    return {
+    if not isinstance(shape, str) or shape not in SAMPLE_SHAPES:
+        raise ValueError(f"shape must be one of {list(SAMPLE_SHAPES)}, got {shape!r}")
+    params = {
         "n_products": _int("n_products", n_products, MIN_PRODUCTS, 1_000_000),
         "seed": _int("seed", seed, 0),
         "markets": market_list,
         "image_size": _int("image_size", image_size, 8, 1024),
         "broken_lines": broken_lines,
     }
+    if shape != DEFAULT_SHAPE:
+        params["shape"] = shape
+    return params
 
 
 # --------------------------------------------------------------------------- building
@@ -259,7 +292,9 @@ class _Builder:
         self.seed: int = params["seed"]
         self.markets: list[str] = params["markets"]
         self.rng = random.Random(f"catret-sample/{self.seed}")
-        self.leaves = tree_leaves()
+        #: paper shape: its own tree, and fewer attribute strings (the paper's 5.87)
+        self.paper = params.get("shape", DEFAULT_SHAPE) == "paper"
+        self.leaves = paper_leaves(self.seed) if self.paper else tree_leaves()
         self.by_root: dict[str, list[Leaf]] = {}
         for leaf in self.leaves:
             self.by_root.setdefault(leaf.root, []).append(leaf)
@@ -268,9 +303,10 @@ class _Builder:
         }
         combos = [(s, c) for s in SHAPES for c in COLOURS]
         self.rng.shuffle(combos)
-        # 100 (shape, colour) pairs for 80 leaves: every leaf of the tree looks different.
+        # 100 (shape, colour) pairs for 80 leaves: every leaf of the tree looks different
+        # (paper leaves look like the vocabulary leaf they grew from).
         self.leaf_styles = {
-            leaf.index: LeafStyle(*combos[leaf.index % len(combos)]) for leaf in self.leaves
+            leaf.index: LeafStyle(*combos[leaf.style_key % len(combos)]) for leaf in self.leaves
         }
         self._asins: set[str] = set()
         self._image_ids: set[str] = set()
@@ -372,9 +408,10 @@ class _Builder:
             "use_upper": use.upper(),
             "number": rng.randint(2, 12),
         }
+        lo_f, hi_f = (1, 3) if self.paper else (2, 5)
         features = [
             f.format(**ctx)
-            for f in rng.sample(vocab.features, rng.randint(2, min(5, len(vocab.features))))
+            for f in rng.sample(vocab.features, rng.randint(lo_f, min(hi_f, len(vocab.features))))
         ]
         if rng.random() < 0.05:
             features = []
@@ -401,7 +438,11 @@ class _Builder:
             if market == "us"
             else f"{day} {_MONTHS[month][:3]}. {year}"
         )
-        if rng.random() < 0.3:
+        if self.paper:
+            # 2-6 of the 7-9 details: with 1-3 features about 6 attribute strings a product.
+            keep = set(rng.sample(range(len(details)), rng.randint(2, 6)))
+            details = {k: v for i, (k, v) in enumerate(details.items()) if i in keep}
+        elif rng.random() < 0.3:
             details.pop(rng.choice(["Material", colour_key, "Item model number"]))
         avg = round(rng.uniform(2.8, 5.0), 1)
         lo, hi = vocab.price_range
@@ -506,18 +547,39 @@ class _Builder:
         return out
 
 
+class _Without(Sequence[str]):
+    """``items`` without its element at ``skip``, as a view: ``random.sample`` draws the same
+    as from the filtered list, without copying a 10,000-asin root list once per product."""
+
+    def __init__(self, items: list[str], skip: int) -> None:
+        self.items, self.skip = items, skip
+
+    def __len__(self) -> int:
+        return len(self.items) - 1
+
+    def __getitem__(self, i):  # type: ignore[override]
+        # i >= 0 only (random.sample); i == len(self) reaches past the list: IndexError.
+        return self.items[i + (i >= self.skip)]
+
+
 def _link_related(builder: _Builder, products: list[_Product]) -> None:
     by_leaf: dict[int, list[str]] = {}
     by_root: dict[str, list[str]] = {}
+    # Each asin's position in its leaf and root lists (asins are unique among products).
+    at: dict[str, tuple[int, int]] = {}
     for p in products:
-        by_leaf.setdefault(p.leaf.index, []).append(p.asin)
-        by_root.setdefault(p.leaf.root, []).append(p.asin)
+        leaf_list = by_leaf.setdefault(p.leaf.index, [])
+        root_list = by_root.setdefault(p.leaf.root, [])
+        at[p.asin] = (len(leaf_list), len(root_list))
+        leaf_list.append(p.asin)
+        root_list.append(p.asin)
     rng = builder.rng
     for p in products:
         if rng.random() < 0.2:
             continue
-        same_leaf = [a for a in by_leaf[p.leaf.index] if a != p.asin]
-        same_root = [a for a in by_root[p.leaf.root] if a != p.asin]
+        in_leaf, in_root = at[p.asin]
+        same_leaf = _Without(by_leaf[p.leaf.index], in_leaf)
+        same_root = _Without(by_root[p.leaf.root], in_root)
         p.record["related"] = {
             "alsoBought": rng.sample(same_root, min(len(same_root), rng.randint(0, 3))),
             "alsoViewed": rng.sample(same_leaf, min(len(same_leaf), rng.randint(0, 4))),
@@ -836,6 +898,7 @@ def generate_sample(
     markets: Sequence[str] | str = ("us", "uk"),
     image_size: int = 64,
     broken_lines: bool = True,
+    shape: str = DEFAULT_SHAPE,
 ) -> SampleSummary:
     """Write a seeded XMarket-layout catalogue and its image mirror under ``out_dir``.
 
@@ -849,6 +912,7 @@ def generate_sample(
         markets=markets,
         image_size=image_size,
         broken_lines=broken_lines,
+        shape=shape,
     )
     out = Path(out_dir)
     _prepare_out_dir(out)
