@@ -91,7 +91,8 @@ def test_the_server_uses_the_saved_graph_only_when_it_is_this_catalogue(
 
 
 def test_unchecked_exact_search_equals_the_checked_one(monkeypatch):
-    from catret_pipeline.retrieval.exact import exact_topk, l2_normalize
+    from catret_pipeline.retrieval.exact import exact_topk
+    from catret_pipeline.vectors_math import l2_normalize
 
     asins, vecs = _catalogue(n=200)
     monkeypatch.setenv(ENV_SERVE_INDEX, "exact")
