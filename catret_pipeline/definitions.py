@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +9,18 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from catret_pipeline import settings
+from catret_pipeline.catalogue import assets as catalogue
+from catret_pipeline.delivery import assets as delivery
+from catret_pipeline.embeddings import assets as embeddings
 from catret_pipeline.embeddings.sharding import SHARD_GROUP
+from catret_pipeline.evaluation import assets as evaluation
+from catret_pipeline.fusion import assets as fusion
+from catret_pipeline.images import assets as images
+from catret_pipeline.ingest import assets as ingest
+from catret_pipeline.refresh import assets as refresh
+from catret_pipeline.reporting import assets as reporting
+from catret_pipeline.retrieval import assets as retrieval
+from catret_pipeline.retrieval import hybrid_assets as hybrid
 from catret_pipeline.retrieval.assets import INDEX_SHARD_GROUP
 from catret_pipeline.storage.assets import build_duckdb_catalog_asset
 from catret_pipeline.storage.io_manager import ParquetIOManager
@@ -18,22 +28,6 @@ from catret_pipeline.storage.resources import CatretStorage
 
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
-
-#: Stages in graph order; each module exports ASSETS and CHECKS (and may export JOBS, SCHEDULES, SENSORS).
-STAGE_MODULES = (
-    "catret_pipeline.ingest.assets",
-    "catret_pipeline.catalogue.assets",
-    "catret_pipeline.images.assets",
-    "catret_pipeline.embeddings.assets",
-    "catret_pipeline.fusion.assets",
-    "catret_pipeline.retrieval.assets",
-    "catret_pipeline.retrieval.hybrid_assets",
-    "catret_pipeline.evaluation.assets",
-    "catret_pipeline.delivery.assets",
-    "catret_pipeline.reporting.assets",
-    "catret_pipeline.refresh.assets",
-)
-
 
 REFRESH_TAG = settings.REFRESH_TAG
 ENV_PREFIX = "CATRET_"
@@ -48,8 +42,22 @@ FORKSERVER_PRELOAD = (
 )
 
 
-def _stages() -> list:
-    return [importlib.import_module(name) for name in STAGE_MODULES]
+def stage_definitions(shards: int = 1) -> list[dg.Definitions]:
+    """Each domain's assets, checks and sensors, in graph order; the stages whose steps depend
+    on the shard count (embeddings, HNSW indexes) build them for ``shards``."""
+    return [
+        dg.Definitions(assets=ingest.ASSETS, asset_checks=ingest.CHECKS),
+        dg.Definitions(assets=catalogue.ASSETS, asset_checks=catalogue.CHECKS),
+        dg.Definitions(assets=images.ASSETS, asset_checks=images.CHECKS),
+        dg.Definitions(assets=embeddings.build_assets(shards), asset_checks=embeddings.CHECKS),
+        dg.Definitions(assets=fusion.ASSETS, asset_checks=fusion.CHECKS),
+        dg.Definitions(assets=retrieval.build_assets(shards), asset_checks=retrieval.CHECKS),
+        dg.Definitions(assets=hybrid.ASSETS, asset_checks=hybrid.CHECKS),
+        dg.Definitions(assets=evaluation.ASSETS, asset_checks=evaluation.CHECKS),
+        dg.Definitions(assets=delivery.ASSETS, asset_checks=delivery.CHECKS),
+        dg.Definitions(assets=reporting.ASSETS, asset_checks=reporting.CHECKS),
+        dg.Definitions(sensors=refresh.SENSORS),
+    ]
 
 
 def build_resources(data_dir: str | None = None, raw_root: str | None = None) -> dict:
@@ -103,12 +111,6 @@ def build_executor(
     raise ValueError(f"executor must be one of {list(settings.EXECUTORS)}, got {executor!r}")
 
 
-def _stage_assets(module, shards: int) -> list:
-    # A stage whose assets depend on the shard count builds them; the others are fixed lists.
-    build = getattr(module, "build_assets", None)
-    return list(build(shards)) if build is not None else list(module.ASSETS)
-
-
 def build_definitions(
     data_dir: str | None = None,
     raw_root: str | None = None,
@@ -126,9 +128,9 @@ def build_definitions(
     shards = settings.embed_shards() if shards is None else shards
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    stages = _stages()
-    assets = [a for m in stages for a in _stage_assets(m, shards)]
-    checks = [c for m in stages for c in getattr(m, "CHECKS", [])]
+    stages = dg.Definitions.merge(*stage_definitions(shards))
+    assets = list(stages.assets or [])
+    checks = list(stages.asset_checks or [])
     # Shard tables are intermediate (their merge is the contract table): no DuckDB view.
     table_keys = [
         key for a in assets for key in a.keys if key.path[0] not in (SHARD_GROUP, INDEX_SHARD_GROUP)
@@ -142,10 +144,10 @@ def build_definitions(
         executor_def=build_executor(executor, max_concurrent),
         description="Materialise the whole graph: raw catalogue to metrics, report and DuckDB views.",
     )
-    jobs = [build_job, *(j for m in stages for j in getattr(m, "JOBS", []))]
+    jobs = [build_job]
     # Every asset reuses unchanged work (embeddings, images, trained heads), so the daily refresh
     # is the build job; the tag lets dagster.yaml's run queue keep refreshes from overlapping.
-    refresh = dg.ScheduleDefinition(
+    refresh_schedule = dg.ScheduleDefinition(
         name="catalogue_refresh",
         job=build_job,
         cron_schedule=settings.refresh_cron(),
@@ -153,8 +155,8 @@ def build_definitions(
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description="Re-ingest the raw catalogue and bring every asset up to date.",
     )
-    schedules = [refresh, *(s for m in stages for s in getattr(m, "SCHEDULES", []))]
-    sensors = [s for m in stages for s in getattr(m, "SENSORS", [])]
+    schedules = [refresh_schedule]
+    sensors = list(stages.sensors or [])
     return dg.Definitions(
         assets=all_assets,
         asset_checks=checks,
