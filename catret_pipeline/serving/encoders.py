@@ -10,6 +10,7 @@ model ids before using one.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 from catret_pipeline import settings
@@ -36,6 +37,26 @@ def text_model(data_dir: Path):
     from catret_pipeline.encoders.text import load_text_model
 
     return load_text_model(text_spec(data_dir))
+
+
+_BATCHERS: dict = {}
+_BATCHERS_LOCK = threading.Lock()
+
+
+def text_batcher(data_dir: Path):
+    """One :class:`serving.batching.MicroBatcher` per text encoder spec and process: concurrent
+    requests for new names share forward passes (and a hot reload keeps the same one)."""
+    from catret_pipeline.serving.batching import MicroBatcher
+
+    spec = text_spec(data_dir)
+    with _BATCHERS_LOCK:
+        if spec not in _BATCHERS:
+
+            def encode_many(texts):
+                return text_model(data_dir).encode(list(texts))
+
+            _BATCHERS[spec] = MicroBatcher(encode_many)
+        return _BATCHERS[spec]
 
 
 def clip_model():

@@ -90,8 +90,10 @@ def _text_encode(data_dir: Path, stored: list[str], table: str, after=None):
             f"({', '.join(stored) or 'unknown'}); this server is configured with {spec.model_id}"
         )
 
+    batcher = encoders.text_batcher(data_dir)
+
     def encode(name: str) -> np.ndarray:
-        vec = np.asarray(encoders.text_model(data_dir).encode([name]), dtype=np.float32)
+        vec = batcher(name)[None, :]
         return (after(vec) if after else vec)[0]
 
     return encode, None
