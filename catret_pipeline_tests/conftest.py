@@ -1,22 +1,51 @@
-"""Test-wide defaults: the fast tiny encoders, at fp32.
+"""Test-wide set-up: the tiny encoders, the markers' meaning, shared sample catalogues.
 
-The offline profile's encoders are real (all-mpnet-base-v2, EfficientNet-Lite0) and cost minutes
-per pipeline build on 2 cores; every test that builds the definitions would pay that. Set here
-before any test module builds resources, through the same environment variables a user has
-(settings.clip_defaults / text_defaults), so subprocesses (the CLI tests) inherit them. fp32
-because precision "auto" differs between CPU kinds (bf16 where native), and tests must give the
-same embeddings everywhere. Tests about the real encoders construct them explicitly.
+The encoder defaults (``support.TEST_ENV``) are set before any test module builds resources,
+through the same environment variables a user has (settings.clip_defaults / text_defaults), so
+subprocesses (the CLI tests) inherit them.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-TEST_ENV = {
-    "CATRET_CLIP_MODEL": "catret-tiny-vit",
-    "CATRET_CLIP_PRECISION": "fp32",
-    "CATRET_TEXT_MODEL": "bundled:all-MiniLM-L6-v2",
-    "CATRET_TEXT_PRECISION": "fp32",
-}
+import pytest
+
+from catret_pipeline_tests.support import TEST_ENV
+
 for _name, _value in TEST_ENV.items():
     os.environ.setdefault(_name, _value)
+
+_INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Everything under integration/ runs the whole pipeline in subprocesses: mark it so
+    # `-m "not integration"` gives the quick unit run without a list to keep in sync.
+    for item in items:
+        if _INTEGRATION in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.slow)
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device; torch sees none on this machine")
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
+def _cuda_available() -> bool:
+    import torch  # only when a gpu test was collected: most runs never pay the import
+
+    return torch.cuda.is_available()
+
+
+@pytest.fixture(scope="session")
+def small_raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The XMarket root of a 50-product generated catalogue, shared read-only by the tests
+    that only need some catalogue to build (none may write under it)."""
+    from catret_pipeline.sample.generator import generate_sample
+
+    root = tmp_path_factory.mktemp("small-sample")
+    sample = generate_sample(root / "sample", n_products=50, image_size=16, broken_lines=False)
+    return sample.out_dir / "xmarket"

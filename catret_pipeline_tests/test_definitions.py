@@ -16,8 +16,7 @@ import pytest
 
 from catret_pipeline import settings
 from catret_pipeline.definitions import build_definitions, defs
-
-REPO = Path(__file__).resolve().parent.parent
+from catret_pipeline_tests.support import REPO
 
 EXPECTED_ASSETS = {
     "raw_products",
