@@ -23,7 +23,7 @@ import polars as pl
 from catret_pipeline.catalogue.splits import evaluation_pairs, split_catalogue
 from catret_pipeline.catalogue.tree import build_tree
 from catret_pipeline.delivery.assets import serving_index_recall, serving_indexes, serving_models
-from catret_pipeline.fusion.assets import FUSION_MODELS_SCHEMA
+from catret_pipeline.fusion.schemas import FUSION_MODELS_SCHEMA
 from catret_pipeline.serving import encoders
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager

@@ -18,32 +18,12 @@ from catret_pipeline.fusion.features import (
     model_spec,
 )
 from catret_pipeline.fusion.retrain import DEFAULT_RETRAIN_FRACTION
+from catret_pipeline.fusion.schemas import FUSION_MODELS_SCHEMA
 from catret_pipeline.markdown import markdown_table
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "fusion"
 DEFAULT_MODELS = list(MODEL_SPECS)
-
-FUSION_MODELS_SCHEMA = {
-    "model": pl.String,
-    "setting": pl.String,
-    "status": pl.String,
-    "reason": pl.String,
-    "epochs_run": pl.Int64,
-    "best_epoch": pl.Int64,
-    "train_loss_first": pl.Float64,
-    "train_loss_last": pl.Float64,
-    "val_loss_initial": pl.Float64,
-    "val_loss_first": pl.Float64,
-    "val_loss_best": pl.Float64,
-    "val_rprec_best": pl.Float64,
-    "n_train": pl.Int64,
-    "n_val": pl.Int64,
-    "n_dropped_empty": pl.Int64,
-    "artefact_path": pl.String,
-    "seconds": pl.Float64,
-    "data_change_fraction": pl.Float64,
-}
 
 
 class FusionModelsConfig(dg.Config):

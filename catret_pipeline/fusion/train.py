@@ -43,6 +43,7 @@ from catret_pipeline.fusion.retrain import (
     training_keys,
     write_train_keys,
 )
+from catret_pipeline.fusion.schemas import new_row
 
 #: Bumped when training semantics change, so old artefacts are not reused.
 ARTEFACT_VERSION = 1
@@ -742,26 +743,7 @@ def prepare_training(
 
     started = time.monotonic()
     setting_pairs = pairs.filter(pl.col("setting") == setting)
-    row = {
-        "model": spec.name,
-        "setting": setting,
-        "status": "trained",
-        "reason": None,
-        "epochs_run": 0,
-        "best_epoch": 0,
-        "train_loss_first": None,
-        "train_loss_last": None,
-        "val_loss_initial": None,
-        "val_loss_first": None,
-        "val_loss_best": None,
-        "val_rprec_best": None,
-        "n_train": 0,
-        "n_val": 0,
-        "n_dropped_empty": 0,
-        "artefact_path": None,
-        "data_change_fraction": None,
-        "seconds": 0.0,
-    }
+    row = new_row(spec.name, setting)
     if needs_images_absent(spec, products):
         row.update(
             status="skipped",

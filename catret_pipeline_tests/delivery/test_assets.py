@@ -15,7 +15,7 @@ from catret_pipeline.delivery.assets import (
     serving_indexes,
     serving_models,
 )
-from catret_pipeline.fusion.assets import FUSION_MODELS_SCHEMA
+from catret_pipeline.fusion.schemas import FUSION_MODELS_SCHEMA
 from catret_pipeline.serving import encoders
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager
