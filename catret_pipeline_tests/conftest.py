@@ -49,3 +49,18 @@ def small_raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("small-sample")
     sample = generate_sample(root / "sample", n_products=50, image_size=16, broken_lines=False)
     return sample.out_dir / "xmarket"
+
+
+@pytest.fixture()
+def cli_env_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data dir, raw root, profile or Dagster home inherited from the caller's shell, so
+    the CLI under test chooses them itself as on a fresh machine."""
+    from catret_pipeline import settings
+
+    for name in (
+        settings.ENV_DATA_DIR,
+        settings.ENV_RAW_ROOT,
+        "DAGSTER_HOME",
+        settings.ENV_PROFILE,
+    ):
+        monkeypatch.delenv(name, raising=False)

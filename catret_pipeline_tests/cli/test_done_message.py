@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from catret_pipeline_tests.cli.test_instance_lock import REPO, _env
+from catret_pipeline_tests.cli.test_instance_lock import _env
+from catret_pipeline_tests.support import REPO
 
 
 def test_partial_selection_does_not_claim_the_catalogue(tmp_path, small_raw_root):

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from catret_pipeline_tests.support import REPO, TEST_ENV
 
 OPEN_AT = """\
@@ -69,11 +67,6 @@ def test_simultaneous_first_opens_create_the_instance_once(tmp_path):
     assert len(_heads(home)) == 1
 
 
-@pytest.fixture(scope="module")
-def raw_root(small_raw_root) -> Path:
-    return small_raw_root
-
-
 def _materialize(data: Path, raw: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
@@ -92,11 +85,11 @@ def _materialize(data: Path, raw: Path) -> subprocess.Popen:
     )
 
 
-def test_first_builds_started_together_do_not_corrupt_the_instance(tmp_path, raw_root):
+def test_first_builds_started_together_do_not_corrupt_the_instance(tmp_path, small_raw_root):
     data = tmp_path / "data"
     procs = []
     for _ in range(3):
-        procs.append(_materialize(data, raw_root))
+        procs.append(_materialize(data, small_raw_root))
         time.sleep(0.2)  # the issue's 0.2 s apart
     results = [(p, *p.communicate(timeout=300)) for p in procs]
     codes = [p.returncode for p, _, _ in results]
@@ -111,7 +104,7 @@ def test_first_builds_started_together_do_not_corrupt_the_instance(tmp_path, raw
     home = data / "dagster_home"
     assert len(_heads(home)) == 1
     # The instance stays usable: a later build runs (it also sees no run left holding the slot).
-    again = _materialize(data, raw_root)
+    again = _materialize(data, small_raw_root)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]
     assert "done: run" in out

@@ -12,18 +12,11 @@ import uuid
 import dagster as dg
 import pytest
 
-from catret_pipeline import cli, definitions, settings
+from catret_pipeline import cli, definitions
 
 
 @pytest.fixture()
-def project(tmp_path, monkeypatch, small_raw_root):
-    for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
-        "DAGSTER_HOME",
-        settings.ENV_PROFILE,
-    ):
-        monkeypatch.delenv(name, raising=False)
+def project(tmp_path, small_raw_root, cli_env_cleared):
     data = tmp_path / "data"
     env = cli.configure_environment(str(data), str(small_raw_root), "offline")
     return {"data": data, "raw": small_raw_root, "home": env["dagster_home"]}

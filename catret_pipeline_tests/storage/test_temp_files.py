@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from catret_pipeline import cli, settings
+from catret_pipeline import cli
 from catret_pipeline.storage.atomic import host_tag, parse_temp_name
 from catret_pipeline.storage.temp_files import FOREIGN_STALE_AGE_S, remove_stale_temp_files
 from catret_pipeline_tests.support import REPO
@@ -103,14 +103,7 @@ def test_temp_names_carry_host_and_pid(tmp_path):
 
 
 @pytest.fixture()
-def project(tmp_path, monkeypatch, small_raw_root):
-    for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
-        "DAGSTER_HOME",
-        settings.ENV_PROFILE,
-    ):
-        monkeypatch.delenv(name, raising=False)
+def project(tmp_path, small_raw_root, cli_env_cleared):
     return {"data": tmp_path / "data", "raw": small_raw_root}
 
 
