@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from catret_pipeline import settings
 from catret_pipeline.catalogue import assets as catalogue
+from catret_pipeline.config import (
+    BUILD_JOB,
+    ENV_DATA_DIR,
+    ENV_EMBED_SHARDS,
+    ENV_EXECUTOR,
+    ENV_MAX_CONCURRENT,
+    ENV_RAW_ROOT,
+    EXECUTORS,
+    CatretConfig,
+)
 from catret_pipeline.delivery import assets as delivery
 from catret_pipeline.embeddings import assets as embeddings
 from catret_pipeline.embeddings.sharding import SHARD_GROUP
+from catret_pipeline.encoders.precision import assume_cpu_flags
 from catret_pipeline.evaluation import assets as evaluation
 from catret_pipeline.fusion import assets as fusion
 from catret_pipeline.images import assets as images
@@ -29,8 +37,6 @@ from catret_pipeline.storage.resources import CatretStorage
 if TYPE_CHECKING:
     from dagster._core.definitions.reconstruct import ReconstructableJob
 
-REFRESH_TAG = settings.REFRESH_TAG
-ENV_PREFIX = "CATRET_"
 
 #: Imported once by the multiprocess executor's forkserver (see ``build_executor``).
 FORKSERVER_PRELOAD = (
@@ -42,9 +48,11 @@ FORKSERVER_PRELOAD = (
 )
 
 
-def stage_definitions(shards: int = 1) -> list[dg.Definitions]:
-    """Each domain's assets, checks and sensors, in graph order; the stages whose steps depend
-    on the shard count (embeddings, HNSW indexes) build them for ``shards``."""
+def stage_definitions(config: CatretConfig) -> list[dg.Definitions]:
+    """Each domain's assets, checks, schedules and sensors, in graph order; the stages whose
+    steps depend on the shard count (embeddings, HNSW indexes) build them for the configured
+    one."""
+    shards = config.embed_shards
     return [
         dg.Definitions(assets=ingest.ASSETS, asset_checks=ingest.CHECKS),
         dg.Definitions(assets=catalogue.ASSETS, asset_checks=catalogue.CHECKS),
@@ -56,59 +64,80 @@ def stage_definitions(shards: int = 1) -> list[dg.Definitions]:
         dg.Definitions(assets=evaluation.ASSETS, asset_checks=evaluation.CHECKS),
         dg.Definitions(assets=delivery.ASSETS, asset_checks=delivery.CHECKS),
         dg.Definitions(assets=reporting.ASSETS, asset_checks=reporting.CHECKS),
-        dg.Definitions(sensors=refresh.SENSORS),
+        refresh.refresh_definitions(config.refresh_cron, config.refresh_sensor_interval),
     ]
 
 
-def build_resources(data_dir: str | None = None, raw_root: str | None = None) -> dict:
+def resolve_config(
+    config: CatretConfig | None = None,
+    data_dir: str | None = None,
+    raw_root: str | None = None,
+    shards: int | None = None,
+    executor: str | None = None,
+    max_concurrent: int | None = None,
+) -> CatretConfig:
+    """``config`` (default: read from the environment) with the explicit arguments applied as
+    if their variables were set."""
+    base = CatretConfig.from_env() if config is None else config
+    for name, value in (("shards", shards), ("max_concurrent", max_concurrent)):
+        if value is not None and value < (1 if name == "shards" else 0):
+            raise ValueError(f"{name} must be >= {1 if name == 'shards' else 0}, got {value}")
+    if executor is not None and executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    values = {
+        ENV_DATA_DIR: data_dir,
+        ENV_RAW_ROOT: raw_root,
+        ENV_EMBED_SHARDS: None if shards is None else str(shards),
+        ENV_EXECUTOR: executor,
+        ENV_MAX_CONCURRENT: None if max_concurrent is None else str(max_concurrent),
+    }
+    return base.overridden(values) if any(v is not None for v in values.values()) else base
+
+
+def build_resources(
+    data_dir: str | None = None, raw_root: str | None = None, *, config: CatretConfig | None = None
+) -> dict:
+    """Every resource of the project, chosen once here from the configuration."""
     from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
     from catret_pipeline.images.resources import ImageFetcher
     from catret_pipeline.ingest.resources import XMarketSource
 
-    data_dir = data_dir or settings.default_data_dir()
-    table_store = settings.default_table_store()
+    cfg = resolve_config(config, data_dir, raw_root)
+    data = str(cfg.data_dir)
     return {
-        "io_manager": ParquetIOManager(data_dir=data_dir, table_store=table_store),
-        "storage": CatretStorage(data_dir=data_dir, table_store=table_store),
-        "xmarket": XMarketSource(root=raw_root or settings.default_raw_root()),
+        "io_manager": ParquetIOManager(data_dir=data, table_store=cfg.table_store),
+        "storage": CatretStorage(data_dir=data, table_store=cfg.table_store),
+        "xmarket": XMarketSource(root=str(cfg.raw_root)),
         "image_fetcher": ImageFetcher(
-            mirror_dir=settings.default_image_mirror(),
-            allow_hosts=settings.image_allow_hosts(),
+            mirror_dir=cfg.image_mirror, allow_hosts=list(cfg.image_allow_hosts)
         ),
-        "clip": OpenClipEncoder(**settings.clip_defaults()),
-        # Bundled split-zip models are assembled under this data dir unless configured.
-        "text_encoder": TextEncoder(
-            **{"cache_dir": str(Path(data_dir) / "model_cache"), **settings.text_defaults()}
-        ),
+        "clip": OpenClipEncoder(**cfg.clip),
+        "text_encoder": TextEncoder(**cfg.text),
     }
 
 
-def build_executor(
-    executor: str | None = None, max_concurrent: int | None = None
-) -> dg.ExecutorDefinition | None:
+def build_executor(config: CatretConfig) -> dg.ExecutorDefinition | None:
     """The build job's executor; None keeps Dagster's default (multiprocess for launched runs,
     switchable to in_process in the launchpad)."""
-    executor = executor or settings.executor()
-    if executor is None:
+    if config.executor is None:
         return None
-    if executor == "in_process":
+    if config.executor == "in_process":
         return dg.in_process_executor
-    if executor == "multiprocess":
-        limit = settings.max_concurrent() if max_concurrent is None else max_concurrent
-        if limit < 0:
-            raise ValueError(f"max_concurrent must be >= 0, got {limit}")
-        config: dict = {"max_concurrent": limit}
-        start = settings.start_method()
+    if config.executor == "multiprocess":
+        executor_config: dict = {"max_concurrent": config.max_concurrent}
+        start = config.start_method
         if start == "forkserver":
             # Steps fork from one server that has already imported the definitions and the
             # encoder libraries (open_clip / sentence-transformers take 10-20 s to import), instead
             # of each spawned step paying that again. Imports only: no model, thread pool or CUDA
             # context exists in the server when it forks.
-            config["start_method"] = {"forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}}
+            executor_config["start_method"] = {
+                "forkserver": {"preload_modules": list(FORKSERVER_PRELOAD)}
+            }
         else:
-            config["start_method"] = {"spawn": {}}
-        return dg.multiprocess_executor.configured(config)
-    raise ValueError(f"executor must be one of {list(settings.EXECUTORS)}, got {executor!r}")
+            executor_config["start_method"] = {"spawn": {}}
+        return dg.multiprocess_executor.configured(executor_config)
+    raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {config.executor!r}")
 
 
 def build_definitions(
@@ -117,18 +146,21 @@ def build_definitions(
     shards: int | None = None,
     executor: str | None = None,
     max_concurrent: int | None = None,
+    *,
+    config: CatretConfig | None = None,
 ) -> dg.Definitions:
-    """Everything, for one data dir / raw root.
+    """Everything, for one configuration (default: read from the environment) with the explicit
+    arguments applied.
 
     ``shards`` (default ``CATRET_EMBED_SHARDS``, 1) splits the product-level embedding assets
     into hash-shard steps and ``hnsw_indexes`` into one step per vector model; ``executor`` /
     ``max_concurrent`` (default ``CATRET_EXECUTOR`` / ``CATRET_MAX_CONCURRENT``) choose how the
     build job runs its steps (see docs/scaling.md).
     """
-    shards = settings.embed_shards() if shards is None else shards
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
-    stages = dg.Definitions.merge(*stage_definitions(shards))
+    cfg = resolve_config(config, data_dir, raw_root, shards, executor, max_concurrent)
+    # The CPU is a process-wide fact: an assumed flag set must hold in every step process too.
+    assume_cpu_flags(cfg.cpu_flags)
+    stages = dg.Definitions.merge(*stage_definitions(cfg))
     assets = list(stages.assets or [])
     checks = list(stages.asset_checks or [])
     # Shard tables are intermediate (their merge is the contract table): no DuckDB view.
@@ -139,50 +171,34 @@ def build_definitions(
     all_assets = [*assets, catalog]
 
     build_job = dg.define_asset_job(
-        "catret_build",
+        BUILD_JOB,
         selection=dg.AssetSelection.all(),
-        executor_def=build_executor(executor, max_concurrent),
+        executor_def=build_executor(cfg),
         description="Materialise the whole graph: raw catalogue to metrics, report and DuckDB views.",
     )
-    jobs = [build_job]
-    # Every asset reuses unchanged work (embeddings, images, trained heads), so the daily refresh
-    # is the build job; the tag lets dagster.yaml's run queue keep refreshes from overlapping.
-    refresh_schedule = dg.ScheduleDefinition(
-        name="catalogue_refresh",
-        job=build_job,
-        cron_schedule=settings.refresh_cron(),
-        tags={REFRESH_TAG: "true"},
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="Re-ingest the raw catalogue and bring every asset up to date.",
-    )
-    schedules = [refresh_schedule]
-    sensors = list(stages.sensors or [])
     return dg.Definitions(
         assets=all_assets,
         asset_checks=checks,
-        resources=build_resources(data_dir, raw_root),
-        jobs=jobs,
-        schedules=schedules,
-        sensors=sensors,
+        resources=build_resources(config=cfg),
+        jobs=[build_job],
+        schedules=list(stages.schedules or []),
+        sensors=list(stages.sensors or []),
     )
 
 
 def catret_build_job(env: dict[str, str] | None = None) -> dg.JobDefinition:
     """The build job rebuilt from ``CATRET_*`` variables: what each step process of an
     out-of-process executor calls (``dg.reconstructable(catret_build_job)`` or
-    :func:`reconstructable_build_job`). ``env`` replaces this process's ``CATRET_*`` variables
-    first: a forkserver child inherits the server's environment, not the launching process's."""
-    if env is not None:
-        for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
-            del os.environ[name]
-        os.environ.update(env)
-    return build_definitions().resolve_job_def("catret_build")
+    :func:`reconstructable_build_job`). ``env`` stands for this process's ``CATRET_*`` variables:
+    a forkserver child inherits the server's environment, not the launching process's."""
+    config = None if env is None else CatretConfig.from_env(env)
+    return build_definitions(config=config).resolve_job_def(BUILD_JOB)
 
 
-def reconstructable_build_job() -> ReconstructableJob:
-    """``catret_build`` for ``dg.execute_job``, carrying this process's ``CATRET_*`` settings
-    (data dir, raw root, shards, encoders, executor) to every step process."""
-    env = {name: value for name, value in os.environ.items() if name.startswith(ENV_PREFIX)}
+def reconstructable_build_job(config: CatretConfig | None = None) -> ReconstructableJob:
+    """The build job for ``dg.execute_job``, carrying ``config`` (default: this process's) to
+    every step process."""
+    env = (CatretConfig.from_env() if config is None else config).to_env()
     return dg.build_reconstructable_job(
         __name__, catret_build_job.__name__, reconstructable_kwargs={"env": env}
     )

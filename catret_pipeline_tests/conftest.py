@@ -1,7 +1,7 @@
 """Test-wide set-up: the tiny encoders, the markers' meaning, shared sample catalogues.
 
 The encoder defaults (``support.TEST_ENV``) are set before any test module builds resources,
-through the same environment variables a user has (settings.clip_defaults / text_defaults), so
+through the same environment variables a user has (read by catret_pipeline.config), so
 subprocesses (the CLI tests) inherit them.
 """
 
@@ -54,13 +54,17 @@ def small_raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def cli_env_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
     """No data dir, raw root, profile or Dagster home inherited from the caller's shell, so
-    the CLI under test chooses them itself as on a fresh machine."""
-    from catret_pipeline import settings
+    the CLI under test chooses them itself as on a fresh machine; what the CLI exports for its
+    Dagster processes is put back afterwards (set first, so monkeypatch records every name)."""
+    from catret_pipeline import config as catret_config
 
     for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
-        "DAGSTER_HOME",
-        settings.ENV_PROFILE,
+        catret_config.ENV_DATA_DIR,
+        catret_config.ENV_RAW_ROOT,
+        catret_config.ENV_DAGSTER_HOME,
+        catret_config.ENV_PROFILE,
+        "HF_HUB_OFFLINE",
+        "DAGSTER_DISABLE_TELEMETRY",
     ):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)

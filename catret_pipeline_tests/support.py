@@ -18,3 +18,22 @@ TEST_ENV = {
     "CATRET_TEXT_MODEL": "bundled:all-MiniLM-L6-v2",
     "CATRET_TEXT_PRECISION": "fp32",
 }
+
+
+def query_encoders() -> dict:
+    """The ``clip`` / ``text_encoder`` resources of the test environment (the tiny encoders),
+    for ``dg.materialize`` of assets that encode category names (the delivery assets)."""
+    from catret_pipeline.config import CatretConfig
+    from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
+
+    config = CatretConfig.from_env()
+    return {"clip": OpenClipEncoder(**config.clip), "text_encoder": TextEncoder(**config.text)}
+
+
+def query_text_model(data_dir):
+    """The text encoder a server on ``data_dir`` would use (the test environment's)."""
+    from catret_pipeline.config import CatretConfig
+    from catret_pipeline.serving import encoders
+
+    config = CatretConfig.from_env().with_data_dir(data_dir)
+    return encoders.text_model(encoders.EncoderSpecs.from_config(config).text)

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.definitions import build_definitions, defs
 from catret_pipeline_tests.support import REPO
 
@@ -80,7 +80,7 @@ def _graphql(port: int, query: str) -> dict:
 def test_webserver_serves_asset_graph(tmp_path):
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), DAGSTER_DISABLE_TELEMETRY="1")
-    env[settings.ENV_DATA_DIR] = str(tmp_path / "data")
+    env[catret_config.ENV_DATA_DIR] = str(tmp_path / "data")
     (tmp_path / "home").mkdir()
     webserver = Path(sys.executable).parent / "dagster-webserver"
     proc = subprocess.Popen(

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.cli import main
 from catret_pipeline.definitions import build_resources
 from catret_pipeline.fusion.assets import FusionModelsConfig
@@ -48,8 +48,8 @@ def project(tmp_path_factory):
     sample = ensure_sample(root / "sample", n_products=150, image_size=32)
     data = root / "data"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.ENV_IMAGE_MIRROR, str(sample.out_dir / "images"))
-        mp.setenv(settings.ENV_DATA_DIR, str(data))
+        mp.setenv(catret_config.ENV_IMAGE_MIRROR, str(sample.out_dir / "images"))
+        mp.setenv(catret_config.ENV_DATA_DIR, str(data))
         result = dg.materialize(
             _stage_defs(),
             selection=dg.AssetSelection.assets("hnsw_indexes")
@@ -75,7 +75,7 @@ def project(tmp_path_factory):
 @pytest.fixture
 def cli_env(monkeypatch, tmp_path):
     # The CLI writes these into os.environ; set through monkeypatch, they are put back afterwards.
-    monkeypatch.setenv(settings.ENV_DATA_DIR, str(tmp_path / "unused"))
+    monkeypatch.setenv(catret_config.ENV_DATA_DIR, str(tmp_path / "unused"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -279,12 +279,12 @@ def test_search_reads_tables_from_a_remote_table_store(project, monkeypatch, tmp
     try:
         for f in (data / "assets").glob("*.parquet"):
             fs.pipe_file(f"{store}/{f.name}", f.read_bytes())
-        monkeypatch.setenv(settings.ENV_TABLE_STORE, store)
+        monkeypatch.setenv(catret_config.ENV_TABLE_STORE, store)
         for m, want in local.items():
             got = search(moved, name, m, "specific", 5)
             assert [(h.asin, h.title) for h in got] == [(h.asin, h.title) for h in want], m
             assert [h.score for h in got] == pytest.approx([h.score for h in want]), m
-        monkeypatch.setenv(settings.ENV_TABLE_STORE, "memory://catret-search-test/empty")
+        monkeypatch.setenv(catret_config.ENV_TABLE_STORE, "memory://catret-search-test/empty")
         with pytest.raises(SearchError, match="no materialised assets"):
             search(moved, name, TRAINED, "specific", 5)
     finally:

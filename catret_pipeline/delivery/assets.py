@@ -14,6 +14,7 @@ from pydantic import Field
 from catret_pipeline.catalogue.splits import SETTINGS
 from catret_pipeline.delivery import rankings, serving_index
 from catret_pipeline.delivery.choice import choices_frame, choose_model, parse_override
+from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.assets import IndexConfig, index_params
 from catret_pipeline.storage.resources import CatretStorage
@@ -84,6 +85,8 @@ def category_rankings(
     context: dg.AssetExecutionContext,
     config: CategoryRankingsConfig,
     storage: CatretStorage,
+    clip: OpenClipEncoder,
+    text_encoder: TextEncoder,
     serving_models: pl.DataFrame,
     category_tree: pl.DataFrame,
     products: pl.LazyFrame,
@@ -103,7 +106,9 @@ def category_rankings(
     nodes = category_tree.sort("node_id").select("node_id", "name").rows()
     parts, meta = [], {}
     for setting, model in serving_models.select("setting", "model").rows():
-        mv = vectors.model_vectors(storage.root, tables, model, setting, asins)
+        mv = vectors.model_vectors(
+            storage.root, _specs(clip, text_encoder), tables, model, setting, asins
+        )
         labels, unit = rankings.unit_catalogue(mv.asins, mv.vectors)
         cat_fp = rankings.catalogue_fingerprint(labels, unit)
         todo, fps, missing = [], {}, 0
@@ -136,11 +141,20 @@ def category_rankings(
     return dg.Output(df, metadata=meta)
 
 
-def _catalogue_vectors(storage: CatretStorage, products: pl.LazyFrame, model: str, setting: str):
+def _specs(clip: OpenClipEncoder, text_encoder: TextEncoder):
+    """The run's encoders: names without a stored vector are encoded as the server would."""
+    from catret_pipeline.serving.encoders import EncoderSpecs
+
+    return EncoderSpecs(text=text_encoder.spec(), clip=clip.spec())
+
+
+def _catalogue_vectors(
+    storage: CatretStorage, specs, products: pl.LazyFrame, model: str, setting: str
+):
     from catret_pipeline.serving import vectors
 
     asins = sorted(products.select("asin").collect().unique()["asin"].to_list())
-    return vectors.model_vectors(storage.root, _tables(storage), model, setting, asins)
+    return vectors.model_vectors(storage.root, specs, _tables(storage), model, setting, asins)
 
 
 @dg.asset(
@@ -155,6 +169,8 @@ def serving_indexes(
     context: dg.AssetExecutionContext,
     config: IndexConfig,
     storage: CatretStorage,
+    clip: OpenClipEncoder,
+    text_encoder: TextEncoder,
     serving_models: pl.DataFrame,
     category_tree: pl.DataFrame,
     products: pl.LazyFrame,
@@ -166,7 +182,7 @@ def serving_indexes(
     names = category_tree["name"].unique().sort().to_list()
     rows = []
     for setting, model in serving_models.select("setting", "model").rows():
-        mv = _catalogue_vectors(storage, products, model, setting)
+        mv = _catalogue_vectors(storage, _specs(clip, text_encoder), products, model, setting)
         labels, unit = rankings.unit_catalogue(mv.asins, mv.vectors)
         cats = [mv.queries[n] for n in names if n in mv.queries]
         categories = (

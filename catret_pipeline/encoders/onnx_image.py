@@ -47,10 +47,11 @@ class Int8CosineError(ValueError):
 
 
 def default_cache_dir() -> Path:
-    """``$CATRET_DATA_DIR/onnx_cache`` (the data dir of :mod:`catret_pipeline.settings`)."""
-    from catret_pipeline.settings import default_data_dir
+    """``./data/onnx_cache`` of the checkout; the edges pass ``<data_dir>/onnx_cache`` instead
+    (``CatretConfig.clip``)."""
+    from catret_pipeline.config import DEFAULT_DATA_DIR
 
-    return Path(default_data_dir()) / "onnx_cache"
+    return DEFAULT_DATA_DIR / "onnx_cache"
 
 
 # ---- export and quantisation ----------------------------------------------------------------

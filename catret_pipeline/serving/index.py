@@ -27,7 +27,6 @@ from catret_pipeline.vectors_math import l2_normalize
 #: answered in 1.0 / 1.4 ms (docs/benchmarks.md). The line crosses the 10 ms p99 target near
 #: 30,000 products; from 25,000 HNSW serves (recall@10 >= the build's bound, 0.98).
 HNSW_FROM = 25_000
-ENV_SERVE_INDEX = "CATRET_SERVE_INDEX"
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,8 @@ class ProductIndex:
         return self.asins[pos[0]].tolist(), scores[0].tolist()
 
 
-def index_method(n: int) -> str:
-    asked = (os.environ.get(ENV_SERVE_INDEX) or "auto").strip().lower()
-    if asked not in ("auto", "exact", "hnsw"):
-        raise ValueError(f"{ENV_SERVE_INDEX} must be auto, exact or hnsw, got {asked!r}")
+def index_method(n: int, asked: str = "auto") -> str:
+    """``asked`` (``CatretConfig.serve_index``: auto, exact or hnsw) for ``n`` products."""
     if asked == "auto":
         return "hnsw" if n >= HNSW_FROM else "exact"
     return asked
@@ -109,11 +106,15 @@ def _saved_graph(saved: SavedIndex | None, model: str, labels: np.ndarray, vecs:
 
 
 def build_product_index(
-    asins: list[str], vectors: np.ndarray, model: str = "", saved: SavedIndex | None = None
+    asins: list[str],
+    vectors: np.ndarray,
+    model: str = "",
+    saved: SavedIndex | None = None,
+    method: str = "auto",
 ) -> ProductIndex:
     # The order and normalisation category_rankings ranks with, so stored pages equal searches.
     labels, vecs = unit_catalogue(asins, vectors)
-    if not len(asins) or index_method(len(asins)) != "hnsw":
+    if not len(asins) or index_method(len(asins), method) != "hnsw":
         return ProductIndex(asins=labels, vectors=vecs)
     hnsw = _saved_graph(saved, model, labels, vecs)
     if hnsw is not None:

@@ -4,12 +4,10 @@ The choice itself (best validation R-precision, never a test metric) is
 :mod:`catret_pipeline.delivery.choice`, shared with the ``serving_models`` asset. The server
 takes the asset's row per setting when the build has one (the choice the build made and the
 category pages were ranked with) and otherwise makes the same choice from ``fusion_models``.
-``CATRET_SERVE_MODEL`` (or ``--model``) overrides both.
+``--model`` (or ``CATRET_SERVE_MODEL``, read by ``CatretConfig``) overrides both.
 """
 
 from __future__ import annotations
-
-import os
 
 import polars as pl
 
@@ -22,8 +20,6 @@ from catret_pipeline.delivery.choice import (  # noqa: F401 (re-exported for cal
     validation_candidates,
 )
 
-ENV_SERVE_MODEL = "CATRET_SERVE_MODEL"
-
 
 def choose_models(
     fusion_models: pl.DataFrame | None,
@@ -31,8 +27,7 @@ def choose_models(
     override_text: str | None = None,
     serving_models: pl.DataFrame | None = None,
 ) -> dict[str, ModelChoice]:
-    text = override_text if override_text is not None else os.environ.get(ENV_SERVE_MODEL)
-    override = parse_override(text)
+    override = parse_override(override_text)
     built = choices_from_frame(serving_models) if serving_models is not None else {}
     out = {}
     for s in settings:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
+from catret_pipeline.config import CatretConfig
 from catret_pipeline.serving.store import Store
 from catret_pipeline.serving.tables import StoreError
 
 
 def serve(
-    data_dir: str,
+    config: CatretConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -24,7 +25,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        store = Store(data_dir, interval=reload_interval, override=model)
+        store = Store(config.data_dir, interval=reload_interval, override=model, config=config)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,15 +11,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from catret_pipeline.catalogue.splits import SETTINGS
 from catret_pipeline.delivery import rankings
 from catret_pipeline.serving import selection, tables, vectors
+from catret_pipeline.serving.encoders import EncoderSpecs
 from catret_pipeline.serving.index import ProductIndex, SavedIndex, build_product_index
 from catret_pipeline.serving.selection import ModelChoice
+
+if TYPE_CHECKING:
+    from catret_pipeline.config import CatretConfig
 
 
 @dataclass(frozen=True)
@@ -173,15 +177,16 @@ def _saved_indexes(t: dict[str, pl.DataFrame], root: Path) -> dict[str, SavedInd
     }
 
 
-def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot:
+def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot:
     """Read the data dir once and build every setting's serving view.
 
     A setting whose model cannot be served is left out and its reason kept in ``errors``; if
     no setting can be served at all this raises :class:`tables.StoreError`.
     """
-    root = Path(data_dir).resolve()
-    sig = tables.signature(root)
-    t = tables.read_tables_once(root)
+    root = Path(config.data_dir).resolve()
+    sig = tables.signature(root, table_store=config.table_store)
+    t = tables.read_tables_once(root, config.table_store)
+    specs = EncoderSpecs.from_config(config)
     products = _products(t)
     asins = sorted(products)
     choices = selection.choose_models(
@@ -194,11 +199,13 @@ def load_snapshot(data_dir: str | Path, override: str | None = None) -> Snapshot
     errors: dict[str, str] = {}
     for setting, choice in choices.items():
         try:
-            mv = vectors.model_vectors(root, t, choice.model, setting, asins)
+            mv = vectors.model_vectors(root, specs, t, choice.model, setting, asins)
         except (tables.StoreError, ValueError) as exc:
             errors[setting] = f"{choice.model}: {exc}"
             continue
-        index = build_product_index(mv.asins, mv.vectors, mv.model, saved.get(setting))
+        index = build_product_index(
+            mv.asins, mv.vectors, mv.model, saved.get(setting), method=config.serve_index
+        )
         pages = MappingProxyType(_pages(t, setting, mv, index, names))
         views[setting] = SettingView(choice, index, mv, _seen(t, setting), pages)
     if not views:

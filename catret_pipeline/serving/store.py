@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catret_pipeline.config import CatretConfig
 from catret_pipeline.search import Hit, SearchResults
 from catret_pipeline.serving import tables
 from catret_pipeline.serving.query import QueryError, clean_name, parse_k
@@ -139,12 +140,18 @@ class Store:
         interval: float = 1.0,
         settle: float = 2.0,
         override: str | None = None,
+        config: CatretConfig | None = None,
     ) -> None:
+        """``config`` (default: read from the environment, as ``catret serve`` does) chooses
+        the encoders, the table store, the product index and the serving model (``override``
+        first); its data dir is replaced by ``data_dir``."""
         self.data_dir = Path(data_dir).resolve()
+        base = CatretConfig.from_env() if config is None else config
+        self.config = base.with_data_dir(self.data_dir)
         self.interval = interval
         self.settle = settle
-        self.override = override
-        self._snapshot = load_snapshot(self.data_dir, override)
+        self.override = override if override is not None else self.config.serve_model
+        self._snapshot = load_snapshot(self.config, self.override)
         self.reloads = 0
         self.last_reload_error: str | None = None
         self._pending: tuple | None = None
@@ -171,7 +178,7 @@ class Store:
         """One watcher step; True when a new snapshot was swapped in."""
         with self._lock:
             now = time.monotonic() if now is None else now
-            sig = tables.signature(self.data_dir)
+            sig = tables.signature(self.data_dir, table_store=self.config.table_store)
             if sig == self._snapshot.signature:
                 self._pending = None
                 return False
@@ -185,7 +192,7 @@ class Store:
 
     def reload(self) -> bool:
         try:
-            snap = load_snapshot(self.data_dir, self.override)
+            snap = load_snapshot(self.config, self.override)
         except Exception as exc:  # keep serving the old snapshot; retried on the next change
             self.last_reload_error = f"{type(exc).__name__}: {exc}"
             log.warning(

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 
-from catret_pipeline import settings
 from catret_pipeline.storage.tables import TablePath, table_file, table_root
 
 #: The tables a snapshot reads; the ones marked False may be absent (a smaller build).
@@ -40,13 +39,13 @@ class StoreError(Exception):
     """The data dir cannot be served as it is; the message says why and what to do."""
 
 
-def tables_dir(data_dir: Path) -> TablePath:
-    # Tables follow CATRET_TABLE_STORE like the pipeline; binaries stay under the data dir.
-    return table_root(data_dir, settings.default_table_store())
+def tables_dir(data_dir: Path, table_store: str = "") -> TablePath:
+    # Tables follow the table store like the pipeline's; binaries stay under the data dir.
+    return table_root(data_dir, table_store)
 
 
-def table_path(data_dir: Path, name: str) -> TablePath:
-    return table_file(tables_dir(data_dir), [name])
+def table_path(data_dir: Path, name: str, table_store: str = "") -> TablePath:
+    return table_file(tables_dir(data_dir, table_store), [name])
 
 
 def read_once(path: TablePath, columns: list[str] | None = None) -> pl.DataFrame:
@@ -75,24 +74,26 @@ def stamp(path: TablePath, name: str) -> FileStamp | None:
     return FileStamp(name, int(mtime), int(st.st_size), int(getattr(st, "st_ino", 0) or 0))
 
 
-def signature(data_dir: Path, extra: list[Path] = ()) -> tuple[FileStamp | None, ...]:
+def signature(
+    data_dir: Path, extra: list[Path] = (), table_store: str = ""
+) -> tuple[FileStamp | None, ...]:
     """Stamps of every table a snapshot reads plus ``extra`` files (model artefacts).
 
     Two equal signatures mean the same files; a build that rewrote any of them changes it.
     """
-    stamps = [stamp(table_path(data_dir, name), name) for name in TABLES]
+    stamps = [stamp(table_path(data_dir, name, table_store), name) for name in TABLES]
     stamps += [stamp(p, os.fspath(p)) for p in extra]
     return tuple(stamps)
 
 
-def read_tables_once(data_dir: Path) -> dict[str, pl.DataFrame]:
+def read_tables_once(data_dir: Path, table_store: str = "") -> dict[str, pl.DataFrame]:
     """Every table of :data:`TABLES` that exists, read once each; a missing required one raises."""
-    root = tables_dir(data_dir)
+    root = tables_dir(data_dir, table_store)
     if not root.is_dir():
         raise StoreError(f"no materialised tables under {root}: run `catret materialize` first")
     out: dict[str, pl.DataFrame] = {}
     for name, required in TABLES.items():
-        path = table_path(data_dir, name)
+        path = table_path(data_dir, name, table_store)
         try:
             out[name] = read_once(path)
         except FileNotFoundError as exc:

@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from catret_pipeline.serving.tables import StoreError
+
+if TYPE_CHECKING:
+    from catret_pipeline.serving.encoders import EncoderSpecs
 from catret_pipeline.vectors_math import embedding_matrix
 
 #: name -> query vector of a name outside the tree (None when no matching encoder exists).
@@ -80,17 +84,17 @@ def _model_ids(df: pl.DataFrame) -> list[str]:
     )
 
 
-def _text_encode(data_dir: Path, stored: list[str], table: str, after=None):
+def _text_encode(specs: EncoderSpecs, stored: list[str], table: str, after=None):
     from catret_pipeline.serving import encoders
 
-    spec = encoders.text_spec(data_dir)
+    spec = specs.text
     if spec.model_id not in stored:
         return None, (
             f"names outside the tree need the text encoder {table} was built with "
             f"({', '.join(stored) or 'unknown'}); this server is configured with {spec.model_id}"
         )
 
-    batcher = encoders.text_batcher(data_dir)
+    batcher = encoders.text_batcher(spec)
 
     def encode(name: str) -> np.ndarray:
         vec = batcher(name)[None, :]
@@ -100,7 +104,12 @@ def _text_encode(data_dir: Path, stored: list[str], table: str, after=None):
 
 
 def trained(
-    data_dir: Path, tables: dict[str, pl.DataFrame], model: str, setting: str, asins: list[str]
+    data_dir: Path,
+    specs: EncoderSpecs,
+    tables: dict[str, pl.DataFrame],
+    model: str,
+    setting: str,
+    asins: list[str],
 ) -> ModelVectors:
     from catret_pipeline.fusion import inference
     from catret_pipeline.fusion.features import ProductFeatureTables
@@ -124,13 +133,18 @@ def trained(
     stored = loaded.meta.get("input_model_ids", {}).get("category") or []
     stored = [stored] if isinstance(stored, str) else list(stored)
     encode, why = _text_encode(
-        data_dir, stored, f"the {model}/{setting} head", after=loaded.encode_category_inputs
+        specs, stored, f"the {model}/{setting} head", after=loaded.encode_category_inputs
     )
     return ModelVectors(model, setting, asins, vectors, queries, encode, why)
 
 
 def text_baseline(
-    data_dir: Path, tables: dict[str, pl.DataFrame], model: str, setting: str, asins: list[str]
+    data_dir: Path,
+    specs: EncoderSpecs,
+    tables: dict[str, pl.DataFrame],
+    model: str,
+    setting: str,
+    asins: list[str],
 ) -> ModelVectors:
     from catret_pipeline.retrieval.vectors import text_baseline_name
 
@@ -139,12 +153,17 @@ def text_baseline(
     # Reported as the pipeline reports it: mpnet only when the titles were encoded by MPNet.
     model = text_baseline_name(_model_ids(tables["title_embeddings"]))
     cats = tables["category_embeddings"]
-    encode, why = _text_encode(data_dir, _model_ids(cats), "category_embeddings")
+    encode, why = _text_encode(specs, _model_ids(cats), "category_embeddings")
     return ModelVectors(model, setting, keys, vectors, _by_name(cats), encode, why)
 
 
 def clip_baseline(
-    data_dir: Path, tables: dict[str, pl.DataFrame], model: str, setting: str, asins: list[str]
+    data_dir: Path,
+    specs: EncoderSpecs,
+    tables: dict[str, pl.DataFrame],
+    model: str,
+    setting: str,
+    asins: list[str],
 ) -> ModelVectors:
     from catret_pipeline.embeddings.assets import DEFAULT_CATEGORY_PROMPT
     from catret_pipeline.search import recover_prompt
@@ -154,7 +173,7 @@ def clip_baseline(
     keys, vectors = _keyed(tables["image_embeddings"], asins)
     cats = tables["category_clip_embeddings"]
     encode, why = None, None
-    spec = encoders.clip_spec()
+    spec = specs.clip
     if spec.model_id not in _model_ids(cats):
         why = (
             f"names outside the tree need the CLIP model the build used; configured {spec.model_id}"
@@ -166,23 +185,28 @@ def clip_baseline(
 
         def encode(name: str) -> np.ndarray:
             text = prompt.replace("{name}", name)
-            return np.asarray(encoders.clip_model().encode_texts([text]), dtype=np.float32)[0]
+            return np.asarray(encoders.clip_model(spec).encode_texts([text]), dtype=np.float32)[0]
 
     return ModelVectors(model, setting, keys, vectors, _by_name(cats), encode, why)
 
 
 def model_vectors(
-    data_dir: Path, tables: dict[str, pl.DataFrame], model: str, setting: str, asins: list[str]
+    data_dir: Path,
+    specs: EncoderSpecs,
+    tables: dict[str, pl.DataFrame],
+    model: str,
+    setting: str,
+    asins: list[str],
 ) -> ModelVectors:
     """Vectors of ``model`` for ``asins`` (every product) in ``setting``."""
     from catret_pipeline.fusion.features import MODEL_SPECS
 
     if model in ("clip", "clip-random-init"):
-        return clip_baseline(data_dir, tables, model, setting, asins)
+        return clip_baseline(data_dir, specs, tables, model, setting, asins)
     if model in ("mpnet", "minilm", "text-zero-shot"):
-        return text_baseline(data_dir, tables, model, setting, asins)
+        return text_baseline(data_dir, specs, tables, model, setting, asins)
     if model in MODEL_SPECS:
-        return trained(data_dir, tables, model, setting, asins)
+        return trained(data_dir, specs, tables, model, setting, asins)
     raise StoreError(
         f"model {model!r} cannot be served: serve a trained head ({', '.join(sorted(MODEL_SPECS))}), "
         "mpnet or clip"

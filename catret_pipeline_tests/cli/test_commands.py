@@ -6,18 +6,22 @@ import os
 
 import pytest
 
-from catret_pipeline import cli, settings
+from catret_pipeline import cli
+from catret_pipeline import config as catret_config
+from catret_pipeline.cli.environment import configure
+from catret_pipeline.cli.main import build_parser
+from catret_pipeline.cli.materialize import on_demand_config, select_job
 
 
 @pytest.fixture(autouse=True)
 def _restore_env(monkeypatch):
     # configure_environment writes os.environ; monkeypatch restores whatever it touched.
     for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
+        catret_config.ENV_DATA_DIR,
+        catret_config.ENV_RAW_ROOT,
         "DAGSTER_HOME",
         "HF_HUB_OFFLINE",
-        settings.ENV_PROFILE,
+        catret_config.ENV_PROFILE,
     ):
         monkeypatch.setenv(name, os.environ.get(name, ""))
         monkeypatch.delenv(name)
@@ -32,23 +36,25 @@ def test_query_commands_do_not_create_a_missing_data_dir(tmp_path, capsys):
 
 
 def test_configure_environment_writes_a_persistent_instance(tmp_path):
-    env = cli.configure_environment(str(tmp_path / "d"), None, "offline")
+    args = build_parser().parse_args(["ui", "--data-dir", str(tmp_path / "d"), "--profile", "offline"])
+    config = configure(args)
     home = tmp_path / "d" / "dagster_home"
-    assert env["dagster_home"] == str(home)
+    assert config.instance_home == home
     assert "tag_concurrency_limits" in (home / "dagster.yaml").read_text()
     assert os.environ["DAGSTER_HOME"] == str(home)
 
 
-def test_bad_profile_is_refused(tmp_path):
+def test_bad_profile_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(catret_config.ENV_PROFILE, "gpu-please")
     with pytest.raises(ValueError, match="CATRET_PROFILE"):
-        cli.configure_environment(str(tmp_path), None, "gpu-please")
+        configure(build_parser().parse_args(["ui", "--data-dir", str(tmp_path)]))
 
 
 def test_selection_takes_multi_asset_neighbours_along(tmp_path):
     from catret_pipeline.definitions import build_definitions
 
     defs = build_definitions(data_dir=str(tmp_path))
-    job = cli.select_job(defs, "+key:products")
+    job = select_job(defs, "+key:products")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert {"raw_products", "quarantine", "products"} <= keys
     assert "title_embeddings" not in keys
@@ -60,8 +66,8 @@ def test_on_demand_flags_become_valid_run_config(tmp_path, capsys):
     from catret_pipeline.definitions import build_definitions
 
     defs = build_definitions(data_dir=str(tmp_path))
-    whole = cli.select_job(defs, None)
-    config = cli.on_demand_config(whole, retrain=True, rebuild_indexes=True)
+    whole = select_job(defs, None)
+    config = on_demand_config(whole, retrain=True, rebuild_indexes=True)
     assert config == {
         "ops": {
             "fusion_models": {"config": {"force_retrain": True}},
@@ -71,10 +77,10 @@ def test_on_demand_flags_become_valid_run_config(tmp_path, capsys):
     # Dagster accepts it for the whole job ...
     assert dg.validate_run_config(whole, config)
     # ... and a selection without those steps gets no config (it would fail validation).
-    ingest_only = cli.select_job(defs, "+key:products")
-    assert cli.on_demand_config(ingest_only, retrain=True) == {}
+    ingest_only = select_job(defs, "+key:products")
+    assert on_demand_config(ingest_only, retrain=True) == {}
     assert "no effect" in capsys.readouterr().out
-    assert cli.on_demand_config(whole) == {}
+    assert on_demand_config(whole) == {}
 
 
 def test_rebuild_flag_reaches_every_per_model_index_step(tmp_path):
@@ -82,8 +88,8 @@ def test_rebuild_flag_reaches_every_per_model_index_step(tmp_path):
 
     from catret_pipeline.definitions import build_definitions
 
-    job = cli.select_job(build_definitions(data_dir=str(tmp_path), shards=2), None)
-    config = cli.on_demand_config(job, retrain=True, rebuild_indexes=True)
+    job = select_job(build_definitions(data_dir=str(tmp_path), shards=2), None)
+    config = on_demand_config(job, retrain=True, rebuild_indexes=True)
     index_ops = [name for name in config["ops"] if name.startswith("index_shards__")]
     assert len(index_ops) >= 3 and "hnsw_indexes" not in config["ops"]
     assert dg.validate_run_config(job, config)

@@ -9,21 +9,22 @@ import sys
 
 import pytest
 
-from catret_pipeline import cli, settings
+from catret_pipeline import cli
+from catret_pipeline import config as catret_config
 from catret_pipeline_tests.support import REPO
 
 
 @pytest.fixture(autouse=True)
 def _restore_env(monkeypatch):
     for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
-        settings.ENV_EMBED_SHARDS,
-        settings.ENV_EXECUTOR,
+        catret_config.ENV_DATA_DIR,
+        catret_config.ENV_RAW_ROOT,
+        catret_config.ENV_EMBED_SHARDS,
+        catret_config.ENV_EXECUTOR,
         "DAGSTER_HOME",
         "HF_HUB_OFFLINE",
-        settings.ENV_PROFILE,
-        settings.ENV_IMAGE_ALLOW_HOSTS,
+        catret_config.ENV_PROFILE,
+        catret_config.ENV_IMAGE_ALLOW_HOSTS,
     ):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
@@ -41,12 +42,12 @@ def _one_clear_line(err: str, *needles: str) -> None:
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        ({settings.ENV_EMBED_SHARDS: "0"}, "CATRET_EMBED_SHARDS must be >= 1"),
-        ({settings.ENV_EMBED_SHARDS: "-1"}, "CATRET_EMBED_SHARDS must be >= 1"),
-        ({settings.ENV_EMBED_SHARDS: "abc"}, "CATRET_EMBED_SHARDS must be an integer"),
-        ({settings.ENV_PROFILE: "nonsense"}, "CATRET_PROFILE='nonsense'"),
-        ({settings.ENV_EXECUTOR: "threads"}, "CATRET_EXECUTOR='threads'"),
-        ({settings.ENV_IMAGE_ALLOW_HOSTS: "10.0.0.0/33"}, "CATRET_IMAGE_ALLOW_HOSTS"),
+        ({catret_config.ENV_EMBED_SHARDS: "0"}, "CATRET_EMBED_SHARDS must be >= 1"),
+        ({catret_config.ENV_EMBED_SHARDS: "-1"}, "CATRET_EMBED_SHARDS must be >= 1"),
+        ({catret_config.ENV_EMBED_SHARDS: "abc"}, "CATRET_EMBED_SHARDS must be an integer"),
+        ({catret_config.ENV_PROFILE: "nonsense"}, "CATRET_PROFILE='nonsense'"),
+        ({catret_config.ENV_EXECUTOR: "threads"}, "CATRET_EXECUTOR='threads'"),
+        ({catret_config.ENV_IMAGE_ALLOW_HOSTS: "10.0.0.0/33"}, "CATRET_IMAGE_ALLOW_HOSTS"),
     ],
 )
 def test_bad_environment_is_one_line_before_the_sample_exists(
@@ -79,14 +80,14 @@ def test_missing_or_empty_raw_root_is_one_line(tmp_path, capsys):
 
 
 def test_bad_profile_on_the_query_commands_is_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv(settings.ENV_PROFILE, "nonsense")
+    monkeypatch.setenv(catret_config.ENV_PROFILE, "nonsense")
     assert cli.main(["search", "--data-dir", str(tmp_path), "Radios"]) == 2
     _one_clear_line(capsys.readouterr().err, "CATRET_PROFILE")
 
 
 def test_the_real_command_prints_no_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
-    env[settings.ENV_EMBED_SHARDS] = "abc"
+    env[catret_config.ENV_EMBED_SHARDS] = "abc"
     proc = subprocess.run(
         [
             sys.executable,

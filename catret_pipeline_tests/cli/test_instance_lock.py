@@ -15,11 +15,12 @@ from catret_pipeline_tests.support import REPO, TEST_ENV
 
 OPEN_AT = """\
 import sys, time
-from catret_pipeline import cli
+import os
+from catret_pipeline.cli.instance import open_instance
 start = float(sys.argv[1])
 while time.time() < start:
     time.sleep(0.001)
-cli.open_instance()
+open_instance(os.environ["DAGSTER_HOME"])
 print("opened")
 """
 

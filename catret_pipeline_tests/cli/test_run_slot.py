@@ -12,14 +12,19 @@ import uuid
 import dagster as dg
 import pytest
 
-from catret_pipeline import cli, definitions
+from catret_pipeline import cli
+from catret_pipeline.cli.environment import DAGSTER_YAML, configure
+from catret_pipeline.cli.main import build_parser
+from catret_pipeline.config import REFRESH_TAG
+from catret_pipeline.refresh.run_slot import HOST_TAG, PID_TAG, refresh_runs_in_progress
 
 
 @pytest.fixture()
 def project(tmp_path, small_raw_root, cli_env_cleared):
     data = tmp_path / "data"
-    env = cli.configure_environment(str(data), str(small_raw_root), "offline")
-    return {"data": data, "raw": small_raw_root, "home": env["dagster_home"]}
+    args = ["materialize", "--data-dir", str(data), "--raw-root", str(small_raw_root)]
+    config = configure(build_parser().parse_args([*args, "--profile", "offline"]))
+    return {"data": data, "raw": small_raw_root, "home": str(config.instance_home)}
 
 
 def _add_run(status, tags) -> str:
@@ -52,42 +57,41 @@ def _materialize(project, *extra: str) -> int:
 
 
 def test_tag_is_the_one_the_queue_limits():
-    assert cli.REFRESH_TAG == definitions.REFRESH_TAG
-    assert f"key: {cli.REFRESH_TAG}" in cli.DAGSTER_YAML
+    assert f"key: {REFRESH_TAG}" in DAGSTER_YAML
 
 
 def test_refuses_to_start_beside_a_live_refresh(project, capsys):
-    live = _add_run(dg.DagsterRunStatus.STARTED, {cli.REFRESH_TAG: "true"})  # e.g. the daemon's
+    live = _add_run(dg.DagsterRunStatus.STARTED, {REFRESH_TAG: "true"})  # e.g. the daemon's
     assert _materialize(project) == 3
     assert live in capsys.readouterr().err
     assert not (project["data"] / "assets" / "products.parquet").exists()
     assert _status(live) == dg.DagsterRunStatus.STARTED  # left alone: no pid to judge by
     # --force starts anyway, and a finished refresh never blocks.
     assert _materialize(project, "--force") == 0
-    _add_run(dg.DagsterRunStatus.SUCCESS, {cli.REFRESH_TAG: "true"})
+    _add_run(dg.DagsterRunStatus.SUCCESS, {REFRESH_TAG: "true"})
 
 
 def test_a_killed_cli_build_does_not_hold_the_slot(project):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     tags = {
-        cli.REFRESH_TAG: "true",
-        cli.PID_TAG: str(dead.pid),
-        cli.HOST_TAG: socket.gethostname(),
+        REFRESH_TAG: "true",
+        PID_TAG: str(dead.pid),
+        HOST_TAG: socket.gethostname(),
     }
     stale = _add_run(dg.DagsterRunStatus.STARTED, tags)
     alive = _add_run(
-        dg.DagsterRunStatus.STARTED, {**tags, cli.PID_TAG: str(os.getpid())}
+        dg.DagsterRunStatus.STARTED, {**tags, PID_TAG: str(os.getpid())}
     )  # this very process: live
     with dg.DagsterInstance.get() as instance:
-        assert cli.refresh_runs_in_progress(instance) == [alive]
+        assert refresh_runs_in_progress(instance) == [alive]
     assert _status(stale) == dg.DagsterRunStatus.FAILURE
     with dg.DagsterInstance.get() as instance:
         instance.report_run_failed(instance.get_run_by_id(alive))
     assert _materialize(project) == 0
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(dg.RunsFilter(tags={"catret/trigger": "cli"}))
-    mine = [r for r in runs if r.tags.get(cli.PID_TAG) == str(os.getpid())]
+    mine = [r for r in runs if r.tags.get(PID_TAG) == str(os.getpid())]
     assert mine and mine[0].status == dg.DagsterRunStatus.SUCCESS
-    assert mine[0].tags[cli.REFRESH_TAG] == "true"
+    assert mine[0].tags[REFRESH_TAG] == "true"
     assert (project["data"] / "assets" / "products.parquet").exists()

@@ -12,7 +12,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from catret_pipeline import cli, settings
+from catret_pipeline import cli
+from catret_pipeline import config as catret_config
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.duckdb_catalog import build_catalog, view_sources
 
@@ -20,12 +21,12 @@ from catret_pipeline.storage.duckdb_catalog import build_catalog, view_sources
 @pytest.fixture(autouse=True)
 def _restore_env(monkeypatch):
     for name in (
-        settings.ENV_DATA_DIR,
-        settings.ENV_RAW_ROOT,
-        settings.ENV_TABLE_STORE,
+        catret_config.ENV_DATA_DIR,
+        catret_config.ENV_RAW_ROOT,
+        catret_config.ENV_TABLE_STORE,
         "DAGSTER_HOME",
         "HF_HUB_OFFLINE",
-        settings.ENV_PROFILE,
+        catret_config.ENV_PROFILE,
     ):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)

@@ -16,11 +16,11 @@ from catret_pipeline.delivery.assets import (
     serving_models,
 )
 from catret_pipeline.fusion.schemas import FUSION_MODELS_SCHEMA
-from catret_pipeline.serving import encoders
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
 from catret_pipeline_tests.serving.tiny import write_catalogue
+from catret_pipeline_tests.support import query_encoders, query_text_model
 
 UPSTREAM = ("fusion_models", "evaluation_pairs", "category_tree", "products", "product_images")
 
@@ -71,6 +71,7 @@ def _run(data: str, select, run_config=None):
         resources={
             "io_manager": ParquetIOManager(data_dir=data),
             "storage": CatretStorage(data_dir=data),
+            **query_encoders(),
         },
         instance=dg.DagsterInstance.ephemeral(),
         run_config=run_config or {},
@@ -147,7 +148,7 @@ def test_category_rankings_cover_the_tree_and_reuse_unchanged_nodes(tmp_path):
         pl.when(pl.col("node_id") == node).then(pl.lit("Lanterns")).otherwise("name").alias("name")
     )
     cats = pl.read_parquet(assets / "category_embeddings.parquet")
-    vec = np.asarray(encoders.text_model(data).encode(["Lanterns"]), dtype=np.float32)[0]
+    vec = np.asarray(query_text_model(data).encode(["Lanterns"]), dtype=np.float32)[0]
     emb = [
         vec if i == node else e
         for i, e in zip(cats["node_id"], cats["embedding"].to_numpy(), strict=True)
@@ -169,7 +170,7 @@ def test_category_rankings_cover_the_tree_and_reuse_unchanged_nodes(tmp_path):
         pl.lit("n-new").alias("node_id"), pl.lit("Garden lights").alias("name")
     )
     tree = pl.concat([tree, new])
-    vec = np.asarray(encoders.text_model(data).encode(["Garden lights"]), dtype=np.float32)
+    vec = np.asarray(query_text_model(data).encode(["Garden lights"]), dtype=np.float32)
     added = cats.filter(pl.col("node_id") == node).with_columns(
         pl.lit("n-new").alias("node_id"),
         pl.lit("Garden lights").alias("name"),
@@ -189,7 +190,7 @@ def _index_meta(result, key: str):
 
 
 def test_serving_indexes_hold_every_product_and_the_server_loads_them(tmp_path, monkeypatch):
-    from catret_pipeline.serving.index import ENV_SERVE_INDEX
+    from catret_pipeline.config import ENV_SERVE_INDEX
     from catret_pipeline.serving.store import Store, search
 
     data = tmp_path / "data"

@@ -9,7 +9,7 @@ import pytest
 from catret_pipeline.delivery import serving_index as si
 from catret_pipeline.delivery.rankings import unit_catalogue
 from catret_pipeline.retrieval.hnsw_index import HnswParams, UpdatePolicy
-from catret_pipeline.serving.index import ENV_SERVE_INDEX, SavedIndex, build_product_index
+from catret_pipeline.serving.index import SavedIndex, build_product_index
 
 RECALL = si.RecallSettings(bound=0.95, sample_queries=50, seed=0, ef_max=400)
 
@@ -70,7 +70,7 @@ def test_no_products_builds_nothing(tmp_path):
     ],
 )
 def test_the_server_uses_the_saved_graph_only_when_it_is_this_catalogue(
-    tmp_path, monkeypatch, model, change, source
+    tmp_path, model, change, source
 ):
     asins, vecs = _catalogue()
     row = _refresh(tmp_path, "m1", *unit_catalogue(asins, vecs))
@@ -78,11 +78,9 @@ def test_the_server_uses_the_saved_graph_only_when_it_is_this_catalogue(
     if change:
         vecs = vecs.copy()
         vecs[7] = -vecs[7]
-    monkeypatch.setenv(ENV_SERVE_INDEX, "hnsw")
-    index = build_product_index(asins, vecs, model, saved)
+    index = build_product_index(asins, vecs, model, saved, method="hnsw")
     assert (index.method, index.source) == ("hnsw", source)
-    monkeypatch.setenv(ENV_SERVE_INDEX, "exact")
-    exact = build_product_index(asins, vecs, model, saved)
+    exact = build_product_index(asins, vecs, model, saved, method="exact")
     assert exact.source == "exact"
     q = vecs[11] + 0.05
     got, _ = index.search(q, 10)
@@ -90,13 +88,12 @@ def test_the_server_uses_the_saved_graph_only_when_it_is_this_catalogue(
     assert len(set(got) & set(want)) >= 9
 
 
-def test_unchecked_exact_search_equals_the_checked_one(monkeypatch):
+def test_unchecked_exact_search_equals_the_checked_one():
     from catret_pipeline.retrieval.exact import exact_topk
     from catret_pipeline.vectors_math import l2_normalize
 
     asins, vecs = _catalogue(n=200)
-    monkeypatch.setenv(ENV_SERVE_INDEX, "exact")
-    index = build_product_index(asins, vecs)
+    index = build_product_index(asins, vecs, method="exact")
     for q in vecs[:5] + 0.1:
         got = index.search(q, 7)
         pos, scores = exact_topk(index.vectors, l2_normalize(q[None, :]), 7)

@@ -24,8 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from catret_pipeline import cli
-from catret_pipeline import settings as catret_settings
+from catret_pipeline import config as catret_config
+from catret_pipeline.cli.environment import flag_values
+from catret_pipeline.cli.main import build_parser
 from catret_pipeline.definitions import build_definitions, reconstructable_build_job
 from catret_pipeline.embeddings.assets import (
     PRODUCT_EMBEDDINGS,
@@ -323,34 +324,34 @@ def test_sharded_assets_equal_unsharded_and_shard_count_changes_reuse(tmp_path, 
 def test_shards_and_executor_settings(monkeypatch):
     for name in ("CATRET_EMBED_SHARDS", "CATRET_EXECUTOR", "CATRET_MAX_CONCURRENT"):
         monkeypatch.delenv(name, raising=False)
-    assert catret_settings.embed_shards() == 1
-    assert catret_settings.executor() is None
-    assert catret_settings.max_concurrent() == 0
+    assert catret_config.CatretConfig.from_env().embed_shards == 1
+    assert catret_config.CatretConfig.from_env().executor is None
+    assert catret_config.CatretConfig.from_env().max_concurrent == 0
     monkeypatch.setenv("CATRET_EMBED_SHARDS", "0")
     with pytest.raises(ValueError, match="CATRET_EMBED_SHARDS must be >= 1"):
-        catret_settings.embed_shards()
+        catret_config.CatretConfig.from_env()
     monkeypatch.setenv("CATRET_EMBED_SHARDS", "four")
     with pytest.raises(ValueError, match="must be an integer"):
-        catret_settings.embed_shards()
+        catret_config.CatretConfig.from_env()
     monkeypatch.setenv("CATRET_EXECUTOR", "k8s")
     with pytest.raises(ValueError, match="CATRET_EXECUTOR"):
-        catret_settings.executor()
+        catret_config.CatretConfig.from_env()
     monkeypatch.setenv("CATRET_START_METHOD", "fork")
     with pytest.raises(ValueError, match="CATRET_START_METHOD"):
-        catret_settings.start_method()
+        catret_config.CatretConfig.from_env()
 
 
 def test_cli_flags_set_the_environment(monkeypatch):
     monkeypatch.delenv("CATRET_EMBED_SHARDS", raising=False)
     monkeypatch.delenv("CATRET_EXECUTOR", raising=False)
-    args = cli.build_parser().parse_args(
-        ["materialize", "--shards", "4", "--executor", "multiprocess"]
-    )
-    cli._set_scaling_env(args)
-    assert os.environ["CATRET_EMBED_SHARDS"] == "4"
-    assert os.environ["CATRET_EXECUTOR"] == "multiprocess"
+    args = build_parser().parse_args(["materialize", "--shards", "4", "--executor", "multiprocess"])
+    values = flag_values(args)
+    assert values["CATRET_EMBED_SHARDS"] == "4"
+    assert values["CATRET_EXECUTOR"] == "multiprocess"
+    config = catret_config.CatretConfig.from_env().overridden(values)
+    assert (config.embed_shards, config.executor) == (4, "multiprocess")
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["materialize", "--executor", "celery"])
+        build_parser().parse_args(["materialize", "--executor", "celery"])
 
 
 # ---- acceptance: sharded multiprocess build == unsharded in-process build ----------------------

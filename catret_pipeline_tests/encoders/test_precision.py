@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from catret_pipeline.config import ENV_CPU_FLAGS, CatretConfig
 from catret_pipeline.encoders import precision as prec
 from catret_pipeline.encoders.openclip import EFFNET_MODEL, TINY_MODEL, ClipSpec
 from catret_pipeline.encoders.text import BUNDLED_MINILM, TextSpec
@@ -75,22 +76,28 @@ def test_resolve_precision(requested, device, flags, cuda_bf16, bf16_ok, expecte
     assert got == expected
 
 
-def test_env_override_of_detected_flags(monkeypatch):
-    monkeypatch.setenv(prec.ENV_CPU_FLAGS, "avx2, fma")
+@pytest.fixture()
+def assume_flags():
+    yield prec.assume_cpu_flags
+    prec.assume_cpu_flags(None)
+
+
+def test_env_override_of_detected_flags(assume_flags):
+    assume_flags(CatretConfig.from_env({ENV_CPU_FLAGS: "avx2, fma"}).cpu_flags)
     assert prec.cpu_flags() == {"avx2", "fma"}
-    monkeypatch.delenv(prec.ENV_CPU_FLAGS)
+    assume_flags(CatretConfig.from_env({}).cpu_flags)
     assert prec.cpu_flags() == prec._detected_flags()
 
 
-def test_specs_resolve_auto_per_cpu_and_model(monkeypatch):
-    monkeypatch.setenv(prec.ENV_CPU_FLAGS, " ".join(SPR))
+def test_specs_resolve_auto_per_cpu_and_model(assume_flags):
+    assume_flags(SPR)
     assert ClipSpec(TINY_MODEL, device="cpu").resolved_precision() == "bf16"
     assert ClipSpec(TINY_MODEL, device="cpu").model_id.endswith(":bf16")
     # EfficientNet-Lite in bf16 keeps only mean cosine ~0.9991 to fp32: auto stays fp32
     assert ClipSpec(EFFNET_MODEL, device="cpu").resolved_precision() == "fp32"
     text = TextSpec(BUNDLED_MINILM, device="cpu")
     assert text.resolved_precision() == "bf16" and text.model_id.endswith(":seq128:bf16")
-    monkeypatch.setenv(prec.ENV_CPU_FLAGS, " ".join(AVX2))
+    assume_flags(AVX2)
     assert ClipSpec(TINY_MODEL, device="cpu").resolved_precision() == "fp32"
     assert ClipSpec(TINY_MODEL, device="cpu").model_id.endswith(":fp32")
     # fp32 text ids are those from before precision existed

@@ -59,6 +59,9 @@ def test_duplicates_and_order(text_encoder):
 
 
 def test_unavailable_model_names_the_fix(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    # What HF_HUB_OFFLINE=1 gives, read by huggingface_hub when it is imported.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(TextModelUnavailableError, match="model_name_or_path"):
         TextEncoder(model_name_or_path="catret-test/definitely-not-cached").model()

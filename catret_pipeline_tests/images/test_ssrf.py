@@ -18,7 +18,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.images import guard
 from catret_pipeline.images.addresses import AllowList, address_refusal, host_refusal
 from catret_pipeline.images.assets import ASSETS as IMAGE_ASSETS
@@ -200,13 +200,13 @@ def test_resource_and_setting_declare_the_allow_list(monkeypatch):
     assert opts.allow == AllowList.parse("127.0.0.1 images.lan")
     with pytest.raises(ValueError, match="allow-list entry"):
         ImageFetcher(allow_hosts=["10.0.0.0/33"]).options()
-    monkeypatch.delenv(settings.ENV_IMAGE_ALLOW_HOSTS, raising=False)
-    assert settings.image_allow_hosts() == []
-    monkeypatch.setenv(settings.ENV_IMAGE_ALLOW_HOSTS, "127.0.0.1, images.lan")
-    assert settings.image_allow_hosts() == ["127.0.0.1", "images.lan"]
-    monkeypatch.setenv(settings.ENV_IMAGE_ALLOW_HOSTS, "10.0.0.0/33")
-    with pytest.raises(settings.ConfigError, match="CATRET_IMAGE_ALLOW_HOSTS"):
-        settings.validate()
+    monkeypatch.delenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, raising=False)
+    assert list(catret_config.CatretConfig.from_env().image_allow_hosts) == []
+    monkeypatch.setenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, "127.0.0.1, images.lan")
+    assert list(catret_config.CatretConfig.from_env().image_allow_hosts) == ["127.0.0.1", "images.lan"]
+    monkeypatch.setenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, "10.0.0.0/33")
+    with pytest.raises(catret_config.ConfigError, match="CATRET_IMAGE_ALLOW_HOSTS"):
+        catret_config.CatretConfig.from_env()
 
 
 # --------------------------------------------------------------------------- end to end

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.definitions import build_definitions
 from catret_pipeline.fusion.assets import FusionModelsConfig
 from catret_pipeline.sample.edits import add_mirror_image, read_raw, write_raw
@@ -157,7 +157,7 @@ def test_refresh_recomputes_only_changes_and_matches_a_clean_build(tmp_path, mon
 
     sample = generate_sample(tmp_path / "sample", n_products=150, image_size=32, broken_lines=False)
     raw, mirror = sample.out_dir / "xmarket", sample.out_dir / "images"
-    monkeypatch.setenv(settings.ENV_IMAGE_MIRROR, str(mirror))
+    monkeypatch.setenv(catret_config.ENV_IMAGE_MIRROR, str(mirror))
     data = tmp_path / "data"
     _build(data, raw)
     before = {

@@ -11,13 +11,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from catret_pipeline import settings
-from catret_pipeline.cli import DAGSTER_YAML
-from catret_pipeline.definitions import REFRESH_TAG as DEFS_REFRESH_TAG
+from catret_pipeline import config as catret_config
+from catret_pipeline.cli.environment import DAGSTER_YAML
+from catret_pipeline.config import REFRESH_TAG
 from catret_pipeline.definitions import build_definitions
 from catret_pipeline.ingest.resources import XMarketSource
 from catret_pipeline.refresh.fingerprint import Cursor, FileState, compare, fingerprint_files
-from catret_pipeline.refresh.sensors import REFRESH_TAG, raw_catalogue_sensor
+from catret_pipeline.refresh.sensors import build_raw_catalogue_sensor
+
+raw_catalogue_sensor = build_raw_catalogue_sensor(300)
 
 
 def _write(root: Path, market: str, cat: str, asins: list[str]) -> Path:
@@ -160,21 +162,20 @@ def test_cursor_round_trip():
 
 
 def test_sensor_is_in_the_definitions_and_targets_the_build_job(tmp_path, monkeypatch):
-    monkeypatch.setenv(settings.ENV_IMAGE_MIRROR, "")
+    monkeypatch.setenv(catret_config.ENV_IMAGE_MIRROR, "")
     defs = build_definitions(str(tmp_path / "data"), str(tmp_path / "raw"))
     sensor = defs.resolve_sensor_def("raw_catalogue_sensor")
     assert sensor.job_name == "catret_build"
     assert sensor.minimum_interval_seconds == 300
-    assert REFRESH_TAG == DEFS_REFRESH_TAG
     assert defs.resolve_schedule_def("catalogue_refresh").tags[REFRESH_TAG] == "true"
 
 
 def test_interval_is_configurable(monkeypatch):
     monkeypatch.setenv("CATRET_REFRESH_SENSOR_INTERVAL", "60")
-    assert settings.refresh_sensor_interval() == 60
+    assert catret_config.CatretConfig.from_env().refresh_sensor_interval == 60
     monkeypatch.setenv("CATRET_REFRESH_SENSOR_INTERVAL", "0")
     with pytest.raises(ValueError):
-        settings.refresh_sensor_interval()
+        catret_config.CatretConfig.from_env()
 
 
 def _run(instance, status, tags):

@@ -7,14 +7,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import zlib
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from catret_pipeline import cli, settings
+from catret_pipeline import cli
+from catret_pipeline import config as catret_config
+from catret_pipeline.cli.environment import ensure_bundled_sample, flag_values
+from catret_pipeline.cli.main import build_parser
 from catret_pipeline.ingest.cleaning import extract_attributes
 from catret_pipeline.sample import (
     MANIFEST_NAME,
@@ -221,18 +223,18 @@ def test_bad_shape_is_rejected(shape) -> None:
 
 
 def test_settings_and_generator_agree_on_the_shapes() -> None:
-    assert settings.SAMPLE_SHAPES == SAMPLE_SHAPES
+    assert catret_config.SAMPLE_SHAPES == SAMPLE_SHAPES
 
 
 def test_bad_shape_env_is_one_line_before_the_sample_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     # The CLI writes these into os.environ: set-then-delete makes monkeypatch restore them.
-    names = (settings.ENV_DATA_DIR, settings.ENV_RAW_ROOT, settings.ENV_PROFILE, "DAGSTER_HOME")
+    names = (catret_config.ENV_DATA_DIR, catret_config.ENV_RAW_ROOT, catret_config.ENV_PROFILE, "DAGSTER_HOME")
     for name in (*names, "HF_HUB_OFFLINE", "DAGSTER_DISABLE_TELEMETRY"):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
-    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "papr")
+    monkeypatch.setenv(catret_config.ENV_SAMPLE_SHAPE, "papr")
     data = tmp_path / "data"
     assert cli.main(["materialize", "--data-dir", str(data), "--sample-products", "60"]) == 2
     lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
@@ -245,34 +247,36 @@ def test_bad_shape_env_is_one_line_before_the_sample_exists(
 
 def test_bad_shape_flag_is_refused_by_the_parser(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.build_parser().parse_args(["materialize", "--sample-shape", "papr"])
+        build_parser().parse_args(["materialize", "--sample-shape", "papr"])
     assert exc.value.code == 2
     assert "invalid choice: 'papr'" in capsys.readouterr().err
 
 
-def test_shape_flag_sets_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "x")
-    monkeypatch.delenv(settings.ENV_SAMPLE_SHAPE)
-    cli._set_sample_env(cli.build_parser().parse_args(["materialize"]))
-    assert settings.ENV_SAMPLE_SHAPE not in os.environ and settings.sample_shape() == "sample"
-    cli._set_sample_env(cli.build_parser().parse_args(["ui", "--sample-shape", "paper"]))
-    assert os.environ[settings.ENV_SAMPLE_SHAPE] == "paper" and settings.sample_shape() == "paper"
+def test_shape_flag_sets_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(catret_config.ENV_SAMPLE_SHAPE, "x")
+    monkeypatch.delenv(catret_config.ENV_SAMPLE_SHAPE)
+    base = catret_config.CatretConfig.from_env()
+    values = flag_values(build_parser().parse_args(["materialize"]))
+    assert values[catret_config.ENV_SAMPLE_SHAPE] is None
+    assert base.overridden(values).sample_shape == "sample"
+    values = flag_values(build_parser().parse_args(["ui", "--sample-shape", "paper"]))
+    assert base.overridden(values).sample_shape == "paper"
 
 
 def test_cli_passes_the_shape_to_the_generator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "x")  # restored afterwards, set or not
-    monkeypatch.delenv(settings.ENV_SAMPLE_SHAPE)
+    monkeypatch.setenv(catret_config.ENV_SAMPLE_SHAPE, "x")  # restored afterwards, set or not
+    monkeypatch.delenv(catret_config.ENV_SAMPLE_SHAPE)
     out = tmp_path / "s"
     assert cli.main(["sample", "--out", str(out), "--products", "60", "--shape", "paper"]) == 0
     assert json.loads((out / MANIFEST_NAME).read_text())["params"]["shape"] == "paper"
     # The bundled sample of `catret materialize` / `ui` takes it from the environment.
-    monkeypatch.setenv(settings.ENV_DATA_DIR, str(tmp_path / "data"))
-    monkeypatch.delenv(settings.ENV_RAW_ROOT, raising=False)
-    monkeypatch.setenv(settings.ENV_SAMPLE_SHAPE, "paper")
-    cli.ensure_bundled_sample(60)
-    manifest = json.loads((settings.sample_root() / MANIFEST_NAME).read_text())
+    monkeypatch.setenv(catret_config.ENV_DATA_DIR, str(tmp_path / "data"))
+    monkeypatch.delenv(catret_config.ENV_RAW_ROOT, raising=False)
+    monkeypatch.setenv(catret_config.ENV_SAMPLE_SHAPE, "paper")
+    ensure_bundled_sample(catret_config.CatretConfig.from_env(), 60)
+    manifest = json.loads((catret_config.CatretConfig.from_env().sample_root / MANIFEST_NAME).read_text())
     assert manifest["params"]["shape"] == "paper" and manifest["params"]["n_products"] == 60
-    with gzip.open(next(settings.sample_root().rglob("*.json.gz"))) as fh:
+    with gzip.open(next(catret_config.CatretConfig.from_env().sample_root.rglob("*.json.gz"))) as fh:
         assert fh.readline()

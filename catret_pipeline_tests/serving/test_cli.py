@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.cli import main
 
 
 def test_search_catalogue_prints_the_stores_ranking(tiny_dir, store, monkeypatch, tmp_path, capsys):
     # The CLI writes these into os.environ; through monkeypatch they are put back afterwards.
-    monkeypatch.setenv(settings.ENV_DATA_DIR, str(tmp_path / "unused"))
+    monkeypatch.setenv(catret_config.ENV_DATA_DIR, str(tmp_path / "unused"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     rc = main(
         [
@@ -31,7 +31,7 @@ def test_search_catalogue_prints_the_stores_ranking(tiny_dir, store, monkeypatch
 
 
 def test_search_catalogue_bad_input_is_an_error_line(tiny_dir, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv(settings.ENV_DATA_DIR, str(tmp_path / "unused"))
+    monkeypatch.setenv(catret_config.ENV_DATA_DIR, str(tmp_path / "unused"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     assert main(["search", "Boots", "--catalogue", "--data-dir", str(tiny_dir), "-k", "0"]) == 2
     assert "k must be between" in capsys.readouterr().err

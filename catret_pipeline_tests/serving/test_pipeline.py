@@ -15,6 +15,7 @@ import pytest
 
 from catret_pipeline.serving.store import Store
 from catret_pipeline_tests.serving.conftest import http_get
+from catret_pipeline_tests.support import query_encoders
 from catret_pipeline_tests.test_search import TRAINED, _known, project  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -114,6 +115,7 @@ def test_category_rankings_with_a_trained_head_are_the_servers_pages(project):  
         resources={
             "io_manager": ParquetIOManager(data_dir=str(data)),
             "storage": CatretStorage(data_dir=str(data)),
+            **query_encoders(),
         },
         instance=dg.DagsterInstance.ephemeral(),
     )

@@ -19,8 +19,8 @@ from PIL import Image
 from catret_pipeline.catalogue.splits import evaluation_pairs, split_catalogue
 from catret_pipeline.catalogue.tree import build_tree
 from catret_pipeline.images.cache import relative_cache_path
-from catret_pipeline.serving import encoders
 from catret_pipeline.storage.atomic import atomic_write_bytes, atomic_write_parquet
+from catret_pipeline_tests.support import query_text_model
 
 PATHS = [
     ["Clothing", "Dresses"],
@@ -53,7 +53,7 @@ def products_frame(title_suffix: str = "") -> pl.DataFrame:
 
 
 def _embeddings(data_dir: Path, keys: dict[str, list], texts: list[str]) -> pl.DataFrame:
-    model = encoders.text_model(data_dir)
+    model = query_text_model(data_dir)
     vecs = np.asarray(model.encode(texts), dtype=np.float32)
     return pl.DataFrame(
         {

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from upath import UPath
 
-from catret_pipeline import settings
+from catret_pipeline import config as catret_config
 from catret_pipeline.storage.assets import build_duckdb_catalog_asset
 from catret_pipeline.storage.io_manager import ParquetIOManager, asset_file
 from catret_pipeline.storage.resources import CatretStorage
@@ -298,12 +298,12 @@ def test_empty_table_store_keeps_the_local_layout(tmp_path):
 def test_table_store_setting_reaches_both_resources(tmp_path, monkeypatch):
     from catret_pipeline.definitions import build_resources
 
-    monkeypatch.delenv(settings.ENV_TABLE_STORE, raising=False)
-    assert settings.default_table_store() == ""
+    monkeypatch.delenv(catret_config.ENV_TABLE_STORE, raising=False)
+    assert catret_config.CatretConfig.from_env().table_store == ""
     resources = build_resources(data_dir=str(tmp_path))
     assert resources["io_manager"].table_store == resources["storage"].table_store == ""
 
-    monkeypatch.setenv(settings.ENV_TABLE_STORE, STORE)
+    monkeypatch.setenv(catret_config.ENV_TABLE_STORE, STORE)
     resources = build_resources(data_dir=str(tmp_path))
     assert resources["io_manager"].table_store == STORE
     assert resources["storage"].table_store == STORE

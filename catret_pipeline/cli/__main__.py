@@ -1,0 +1,5 @@
+import sys
+
+from catret_pipeline.cli.main import main
+
+sys.exit(main())
