@@ -20,9 +20,9 @@ from catret_pipeline.images.fetch import (
 class ImageFetcher(dg.ConfigurableResource):
     """Acquires product images: local mirror first, then HTTP(S) download of what it lacks.
 
-    The definitions pass ``mirror_dir=settings.default_image_mirror()`` (env
+    The definitions pass ``mirror_dir=CatretConfig.image_mirror`` (env
     ``CATRET_IMAGE_MIRROR``, default the generated sample's image folder); an empty string
-    means no mirror. They pass ``allow_hosts=settings.image_allow_hosts()`` (env
+    means no mirror. They pass ``allow_hosts=CatretConfig.image_allow_hosts`` (env
     ``CATRET_IMAGE_ALLOW_HOSTS``): downloads reach only public addresses unless listed there.
     """
 
