@@ -169,7 +169,9 @@ class CatretConfig:
         return cls(
             data_dir=data_dir,
             raw_root=Path(env.get(ENV_RAW_ROOT) or sample / "xmarket"),
-            image_mirror=env[ENV_IMAGE_MIRROR] if ENV_IMAGE_MIRROR in env else str(sample / "images"),
+            image_mirror=env[ENV_IMAGE_MIRROR]
+            if ENV_IMAGE_MIRROR in env
+            else str(sample / "images"),
             image_allow_hosts=_allow_hosts(env.get(ENV_IMAGE_ALLOW_HOSTS, "")),
             table_store=env.get(ENV_TABLE_STORE, "").strip(),
             profile=profile,

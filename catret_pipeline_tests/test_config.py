@@ -57,9 +57,9 @@ def test_every_bad_value_is_one_config_error(env, message):
 def _reads_environment(tree: ast.AST) -> list[int]:
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
-            if isinstance(node.value, ast.Name) and node.value.id == "os":
-                lines.append(node.lineno)
+        is_os = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        if is_os and node.value.id == "os" and node.attr in ("environ", "getenv", "environb"):
+            lines.append(node.lineno)
         if isinstance(node, ast.Attribute) and node.attr == "EnvVar":
             lines.append(node.lineno)
     return lines

@@ -105,5 +105,3 @@ def ensure_bundled_sample(config: CatretConfig, n_products: int | None = None) -
 
 def describe(config: CatretConfig) -> str:
     return f"data dir {config.data_dir}, raw root {config.raw_root}, profile {config.profile}"
-
-

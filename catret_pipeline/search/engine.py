@@ -41,7 +41,9 @@ def _bm25(cfg: CatretConfig, setting: str, name: str, k: int) -> tuple[list[str]
             f"{', '.join(have) or 'none'} ({MATERIALIZE_HINT})"
         )
     titles = (
-        read_table(cfg, "products", "bm25").select("asin", "title").unique(subset="asin", keep="first")
+        read_table(cfg, "products", "bm25")
+        .select("asin", "title")
+        .unique(subset="asin", keep="first")
     )
     collection = pl.DataFrame({"asin": asins}).join(titles, on="asin", how="left")
     # The same parameters as retrieval_runs, so scores match the evaluated run.
@@ -179,4 +181,3 @@ def search(
         asins, scores, source, notes = _vector_search(cfg, model, setting, name, k)
     hits, more = _attach(cfg, asins, scores)
     return SearchResults(name, model, setting, hits, source, [*notes, *more])
-

@@ -176,10 +176,7 @@ def _encode_trained(cfg: CatretConfig, model: str, setting: str, name: str) -> n
         raise SearchError(f"{exc} ({MATERIALIZE_HINT})") from exc
     stored = loaded.meta.get("input_model_ids", {}).get("category") or []
     stored = [stored] if isinstance(stored, str) else list(stored)
-    _check_encoder(
-        _specs(cfg).text.model_id, stored, f"the {model}/{setting} artefact", "text"
-    )
+    _check_encoder(_specs(cfg).text.model_id, stored, f"the {model}/{setting} artefact", "text")
     encoder = encoders.text_model(_specs(cfg).text)
     vec = inference.encode_queries(storage, model, setting, [name], encoder.encode, loaded=loaded)
     return vec[0]
-

@@ -90,4 +90,3 @@ def available_models(
         for m, s in built.select("model", "setting").sort("model", "setting").iter_rows():
             out.setdefault(m, []).append(s)
     return out
-

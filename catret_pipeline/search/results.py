@@ -45,4 +45,3 @@ class SearchResults:
 
     def __getitem__(self, i: int) -> Hit:
         return self.hits[i]
-

@@ -36,7 +36,9 @@ def test_query_commands_do_not_create_a_missing_data_dir(tmp_path, capsys):
 
 
 def test_configure_environment_writes_a_persistent_instance(tmp_path):
-    args = build_parser().parse_args(["ui", "--data-dir", str(tmp_path / "d"), "--profile", "offline"])
+    args = build_parser().parse_args(
+        ["ui", "--data-dir", str(tmp_path / "d"), "--profile", "offline"]
+    )
     config = configure(args)
     home = tmp_path / "d" / "dagster_home"
     assert config.instance_home == home

@@ -11,14 +11,11 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from catret_pipeline.embeddings.assets import (
-    ASSETS,
-    DEFAULT_CATEGORY_PROMPT,
-    EmbeddingConfig,
-    run_incremental,
-    sha1_text,
-)
-from catret_pipeline.embeddings.incremental import encoded_frame
+from catret_pipeline.embeddings.assets import ASSETS, DEFAULT_CATEGORY_PROMPT
+from catret_pipeline.embeddings.category_assets import sha1_text
+from catret_pipeline.embeddings.config import EmbeddingConfig
+from catret_pipeline.embeddings.encoding import Encoded
+from catret_pipeline.embeddings.runner import EmbeddingJob, run_incremental
 from catret_pipeline.encoders.openclip import TINY_MODEL
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.storage.atomic import atomic_write_parquet
@@ -237,34 +234,32 @@ def test_interrupted_run_leaves_checkpoints_that_the_next_run_reuses(tmp_path):
     ).with_columns(pl.col("title").alias("content_hash"))
     calls: list[list[str]] = []
 
-    def encode_chunk(rows, progress, fail_after=None):
-        if fail_after is not None and len(calls) >= fail_after:
-            raise KeyboardInterrupt("killed")
-        calls.append(rows["asin"].to_list())
-        vecs = np.ones((rows.height, 3), dtype=np.float32) / np.sqrt(3)
-        progress(rows.height, rows.height)
-        return encoded_frame(rows, vecs, ["asin"], "m"), {}
+    class Encoder:
+        model_id, dim, extra = "m", 3, ()
+
+        def __init__(self, fail_after=None):
+            self.fail_after = fail_after
+
+        def encode(self, rows, progress):
+            if self.fail_after is not None and len(calls) >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            calls.append(rows["asin"].to_list())
+            vecs = np.ones((rows.height, 3), dtype=np.float32) / np.sqrt(3)
+            progress(rows.height, rows.height)
+            return Encoded(rows, vecs)
 
     cfg = EmbeddingConfig(chunk_rows=2)
-    ctx = dg.build_asset_context()
+    log = dg.build_asset_context().log
     with pytest.raises(KeyboardInterrupt):
-        run_incremental(
-            ctx,
-            storage,
-            "t_emb",
-            current,
-            ["asin"],
-            "m",
-            lambda: 3,
-            lambda r, p: encode_chunk(r, p, fail_after=2),
-            cfg,
-        )
+        run_incremental(log, storage, EmbeddingJob("t_emb", current, ("asin",), Encoder(2)), cfg)
     assert len(list((tmp_path / "checkpoints" / "t_emb").glob("part-*.parquet"))) == 2
     calls.clear()
-    table, meta = run_incremental(
-        ctx, storage, "t_emb", current, ["asin"], "m", lambda: 3, encode_chunk, cfg
+    result = run_incremental(
+        log, storage, EmbeddingJob("t_emb", current, ("asin",), Encoder()), cfg
     )
     assert calls == [["P4"]]
-    assert (meta["encoded"].value, meta["reused"].value) == (1, 4)
-    assert table["asin"].to_list() == current["asin"].to_list()
+    assert (result.stats.encoded, result.stats.reused) == (1, 4)
+    meta = result.metadata()
+    assert (meta["encoded"].value, meta["reused"].value, meta["model_id"].value) == (1, 4, "m")
+    assert result.table["asin"].to_list() == current["asin"].to_list()
     assert not (tmp_path / "checkpoints" / "t_emb").exists()

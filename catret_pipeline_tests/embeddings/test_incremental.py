@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.embeddings.assets import pool_attributes
+from catret_pipeline.embeddings.encoding import pool_attributes
 from catret_pipeline.embeddings.incremental import (
     combine,
     encoded_frame,

@@ -28,14 +28,12 @@ from catret_pipeline import config as catret_config
 from catret_pipeline.cli.environment import flag_values
 from catret_pipeline.cli.main import build_parser
 from catret_pipeline.definitions import build_definitions, reconstructable_build_job
-from catret_pipeline.embeddings.assets import (
-    PRODUCT_EMBEDDINGS,
-    EmbeddingConfig,
-    build_assets,
-    run_incremental,
-    shard_key,
-)
-from catret_pipeline.embeddings.incremental import encoded_frame
+from catret_pipeline.embeddings.assets import build_assets
+from catret_pipeline.embeddings.config import EmbeddingConfig
+from catret_pipeline.embeddings.encoding import Encoded
+from catret_pipeline.embeddings.product_assets import PRODUCT_EMBEDDINGS
+from catret_pipeline.embeddings.runner import EmbeddingJob, run_incremental
+from catret_pipeline.embeddings.shard_assets import shard_key
 from catret_pipeline.embeddings.sharding import (
     SHARD_GROUP,
     merge_shards,
@@ -135,13 +133,16 @@ def _fake_vectors(texts: list[str], dim: int = 6) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _fake_chunk(rows: pl.DataFrame, progress) -> tuple[pl.DataFrame, dict[int, str]]:
-    # Row "T07" fails, like an undecodable image: absent from the table, reported.
-    failed = {i: "corrupt" for i, a in enumerate(rows["asin"].to_list()) if a == "T07"}
-    ok = rows.with_row_index("__i").filter(~pl.col("__i").is_in(list(failed))).drop("__i")
-    vectors = _fake_vectors(ok["title"].to_list()).reshape(ok.height, 6)
-    progress(rows.height, rows.height)
-    return encoded_frame(ok, vectors, ["asin"], "fake"), failed
+class _FakeEncoder:
+    model_id, dim, extra = "fake", 6, ()
+
+    def encode(self, rows: pl.DataFrame, progress) -> Encoded:
+        # Row "T07" fails, like an undecodable image: absent from the table, reported.
+        failed = {i: "corrupt" for i, a in enumerate(rows["asin"].to_list()) if a == "T07"}
+        ok = rows.with_row_index("__i").filter(~pl.col("__i").is_in(list(failed))).drop("__i")
+        vectors = _fake_vectors(ok["title"].to_list()).reshape(ok.height, 6)
+        progress(rows.height, rows.height)
+        return Encoded(ok, vectors, failed)
 
 
 def _fixture_current(n: int = 40) -> pl.DataFrame:
@@ -155,34 +156,32 @@ def _fixture_current(n: int = 40) -> pl.DataFrame:
 
 def test_merged_shards_equal_the_unsharded_table(tmp_path):
     current = _fixture_current()
-    ctx = dg.build_asset_context()
+    log = dg.build_asset_context().log
     cfg = EmbeddingConfig(chunk_rows=5)
     storage = CatretStorage(data_dir=str(tmp_path))
-    whole, whole_meta = run_incremental(
-        ctx, storage, "t", current, ["asin"], "fake", lambda: 6, _fake_chunk, cfg
+    whole = run_incremental(
+        log, storage, EmbeddingJob("t", current, ("asin",), _FakeEncoder()), cfg
     )
     parts, failed = [], 0
     for i in range(3):
         rows = current.filter(shard_mask(current["asin"], i, 3))
-        part, meta = run_incremental(
-            ctx,
-            storage,
+        job = EmbeddingJob(
             f"t/shard_{i}",
             rows,
-            ["asin"],
-            "fake",
-            lambda: 6,
-            _fake_chunk,
-            cfg,
+            ("asin",),
+            _FakeEncoder(),
             key_path=("shards", "t", f"shard_{i}"),
         )
-        assert set(part["asin"]) <= set(rows["asin"])
-        parts.append(part)
-        failed += meta["failed"].value
+        part = run_incremental(log, storage, job, cfg)
+        assert set(part.table["asin"]) <= set(rows["asin"])
+        parts.append(part.table)
+        failed += part.metadata()["failed"].value
     merged, stale = merge_shards(parts, current.select("asin"), ["asin"])
     assert stale == 0
-    assert merged.equals(whole)
-    assert whole.height == current.height - 1 and failed == whole_meta["failed"].value == 1
+    assert merged.equals(whole.table)
+    assert whole.table.height == current.height - 1
+    assert failed == whole.failures.height == 1
+    assert whole.failures.to_dicts() == [{"asin": "T07", "reason": "corrupt"}]
     assert all(p.height for p in parts)  # 40 keys: no shard empty, so this really merged three
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from catret_pipeline.encoders import onnx_image, openclip, packaged
+from catret_pipeline.encoders import clip_loading, onnx_image, openclip, packaged
 from catret_pipeline.encoders.openclip import EFFNET_MODEL, TINY_MODEL, ClipSpec
 from catret_pipeline.encoders.resources import OpenClipEncoder
 
@@ -70,7 +70,7 @@ def test_wrong_weights_are_refused():
     first = next(iter(source))
     source[first] = torch.zeros(1, 2, 3)
     with pytest.raises(ValueError, match="does not fit trunk tensor"):
-        openclip.trunk_state_dict(trunk, source)
+        clip_loading.trunk_state_dict(trunk, source)
 
 
 def test_int8_onnx_is_refused_for_the_conv_tower():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from catret_pipeline.encoders import openclip
+from catret_pipeline.encoders import clip_spec, openclip
 from catret_pipeline.encoders.openclip import TINY_MODEL, ClipSpec, WeightsUnavailableError
 from catret_pipeline.encoders.resources import OpenClipEncoder
 
@@ -202,3 +206,41 @@ def test_cuda_embeddings_close_to_cpu(clip):
     ia = clip.encode_images([_image(5)])
     ib = gpu.encode_images([_image(5)])
     assert float(ia[0] @ ib[0]) > 0.999
+
+
+def test_resource_declares_the_spec_fields_with_the_spec_defaults():
+    spec_fields = {f.name: f for f in dataclasses.fields(ClipSpec)}
+    resource = OpenClipEncoder.model_fields
+    mirrored = [name for name in spec_fields if name in resource]
+    assert {f.name for f in clip_spec.resource_fields()} == set(mirrored)
+    assert set(spec_fields) - set(mirrored) == {"onnx_threads"}  # the resource's `threads`
+    for name in mirrored:
+        field, declared = spec_fields[name], resource[name]
+        assert declared.is_required() == (field.default is dataclasses.MISSING), name
+        if not declared.is_required():
+            assert declared.default == field.default, name
+        assert declared.description == field.metadata["description"], name
+    # and Dagster's config schema (launchpad, run config) shows them with those defaults
+    schema = OpenClipEncoder.to_config_schema().config_type.fields
+    assert schema["seed"].default_value == 0 and schema["model_name"].is_required
+    assert set(schema) == set(resource)
+
+
+def test_resource_spec_carries_the_int8_options_only_for_int8():
+    options = {"onnx_cache_dir": "/c", "threads": 3, "int8_min_cosine": 0.5}
+    fp32 = OpenClipEncoder(model_name=TINY_MODEL, precision="fp32", **options).spec()
+    assert fp32 == ClipSpec(TINY_MODEL, precision="fp32")  # one cached model whatever those say
+    int8 = OpenClipEncoder(model_name=TINY_MODEL, precision="int8-onnx", **options).spec()
+    assert (int8.onnx_cache_dir, int8.onnx_threads, int8.int8_min_cosine) == ("/c", 3, 0.5)
+    assert int8.model_id == "openclip:catret-tiny-vit:random-seed0:int8-onnx"
+
+
+def test_the_model_modules_import_without_dagster_or_pydantic():
+    # The GPU benchmark host runs load_clip without Dagster (benchmarks/bench_image_embedding.py).
+    code = (
+        "import sys\n"
+        "from catret_pipeline.encoders.openclip import ClipSpec, load_clip\n"
+        "bad = [m for m in ('dagster', 'pydantic', 'torch', 'open_clip') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -203,7 +203,10 @@ def test_resource_and_setting_declare_the_allow_list(monkeypatch):
     monkeypatch.delenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, raising=False)
     assert list(catret_config.CatretConfig.from_env().image_allow_hosts) == []
     monkeypatch.setenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, "127.0.0.1, images.lan")
-    assert list(catret_config.CatretConfig.from_env().image_allow_hosts) == ["127.0.0.1", "images.lan"]
+    assert list(catret_config.CatretConfig.from_env().image_allow_hosts) == [
+        "127.0.0.1",
+        "images.lan",
+    ]
     monkeypatch.setenv(catret_config.ENV_IMAGE_ALLOW_HOSTS, "10.0.0.0/33")
     with pytest.raises(catret_config.ConfigError, match="CATRET_IMAGE_ALLOW_HOSTS"):
         catret_config.CatretConfig.from_env()

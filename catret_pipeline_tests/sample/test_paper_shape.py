@@ -230,7 +230,12 @@ def test_bad_shape_env_is_one_line_before_the_sample_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     # The CLI writes these into os.environ: set-then-delete makes monkeypatch restore them.
-    names = (catret_config.ENV_DATA_DIR, catret_config.ENV_RAW_ROOT, catret_config.ENV_PROFILE, "DAGSTER_HOME")
+    names = (
+        catret_config.ENV_DATA_DIR,
+        catret_config.ENV_RAW_ROOT,
+        catret_config.ENV_PROFILE,
+        "DAGSTER_HOME",
+    )
     for name in (*names, "HF_HUB_OFFLINE", "DAGSTER_DISABLE_TELEMETRY"):
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
@@ -276,7 +281,11 @@ def test_cli_passes_the_shape_to_the_generator(
     monkeypatch.delenv(catret_config.ENV_RAW_ROOT, raising=False)
     monkeypatch.setenv(catret_config.ENV_SAMPLE_SHAPE, "paper")
     ensure_bundled_sample(catret_config.CatretConfig.from_env(), 60)
-    manifest = json.loads((catret_config.CatretConfig.from_env().sample_root / MANIFEST_NAME).read_text())
+    manifest = json.loads(
+        (catret_config.CatretConfig.from_env().sample_root / MANIFEST_NAME).read_text()
+    )
     assert manifest["params"]["shape"] == "paper" and manifest["params"]["n_products"] == 60
-    with gzip.open(next(catret_config.CatretConfig.from_env().sample_root.rglob("*.json.gz"))) as fh:
+    with gzip.open(
+        next(catret_config.CatretConfig.from_env().sample_root.rglob("*.json.gz"))
+    ) as fh:
         assert fh.readline()
