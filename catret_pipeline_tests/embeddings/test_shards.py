@@ -332,9 +332,12 @@ def test_shards_and_executor_settings(monkeypatch):
     monkeypatch.setenv("CATRET_EMBED_SHARDS", "four")
     with pytest.raises(ValueError, match="must be an integer"):
         catret_config.CatretConfig.from_env()
+    # Every variable is checked at once: one bad value at a time.
+    monkeypatch.delenv("CATRET_EMBED_SHARDS")
     monkeypatch.setenv("CATRET_EXECUTOR", "k8s")
     with pytest.raises(ValueError, match="CATRET_EXECUTOR"):
         catret_config.CatretConfig.from_env()
+    monkeypatch.delenv("CATRET_EXECUTOR")
     monkeypatch.setenv("CATRET_START_METHOD", "fork")
     with pytest.raises(ValueError, match="CATRET_START_METHOD"):
         catret_config.CatretConfig.from_env()
