@@ -1,7 +1,7 @@
 """A procedural category tree shaped like the paper's XMarket US catalogue.
 
 The paper's set has 38,921 products in 5,471 categories on 9 levels (mean product path depth
-4.63). ``vocabulary.TREE`` has 142 nodes and depth <= 6, so ``build_paper_tree`` grows it,
+4.63). ``sample_tree.TREE`` has 142 nodes and depth <= 6, so ``build_paper_tree`` grows it,
 deterministically from a seed, out of its own names: every new node belongs to one vocabulary
 leaf (its *base*: nouns, image style) and is named by putting qualifier words in front of the
 base name ("Boots" -> "Leather Boots" -> "Waterproof Leather Boots"). Two operations, drawn
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catret_pipeline.sample import vocabulary as V
+from catret_pipeline.sample.sample_tree import TREE, CategorySpec
 
 #: The paper's XMarket US category count (5,471 categories on 9 levels).
 PAPER_CATEGORIES = 5471
@@ -153,7 +154,7 @@ class PaperLeaf:
 
     path: tuple[str, ...]
     nouns: tuple[str, ...]
-    #: index of the vocabulary leaf (``generator.tree_leaves()`` order) it grew from
+    #: index of the vocabulary leaf (``leaves.tree_leaves()`` order) it grew from
     base_index: int
 
 
@@ -209,9 +210,9 @@ class _Grower:
         self.bases: list[_Node] = []  # vocabulary leaves, tree_leaves() order
         self.groups: list[list[_Node]] = []  # per base: leaves of its group
         self.n_nodes = 0
-        self._load(V.TREE, None)
+        self._load(TREE, None)
 
-    def _load(self, spec: V.CategorySpec, parent: _Node | None) -> None:
+    def _load(self, spec: CategorySpec, parent: _Node | None) -> None:
         for name, child in spec.items():
             depth = 1 if parent is None else parent.depth + 1
             node = _Node(name, depth, None, parent=parent)

@@ -25,7 +25,8 @@ from catret_pipeline.sample import (
     normalise_params,
     tree_leaves,
 )
-from catret_pipeline.sample.generator import SAMPLE_SHAPES, paper_leaves
+from catret_pipeline.sample.leaves import paper_leaves
+from catret_pipeline.sample.manifest import SAMPLE_SHAPES
 from catret_pipeline.sample.paper_tree import MAX_DEPTH, build_paper_tree, tree_stats
 
 PAPER = {"n_products": 3000, "image_size": 8, "markets": ("us",), "shape": "paper"}
