@@ -11,19 +11,10 @@ import os
 import socket
 
 from catret_pipeline.config import REFRESH_TAG
+from catret_pipeline.storage.temp_files import pid_alive
 
 PID_TAG = "catret/pid"
 HOST_TAG = "catret/host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 def refresh_runs_in_progress(instance) -> list[str]:
@@ -42,7 +33,7 @@ def refresh_runs_in_progress(instance) -> list[str]:
     holding = []
     for run in instance.get_runs(dg.RunsFilter(statuses=active, tags={REFRESH_TAG: "true"})):
         pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid and pid.isdigit() and host == socket.gethostname() and not _pid_alive(int(pid)):
+        if pid and pid.isdigit() and host == socket.gethostname() and not pid_alive(int(pid)):
             instance.report_run_failed(
                 run, f"catret: process {pid} of this run is gone; marked failed by a later run"
             )

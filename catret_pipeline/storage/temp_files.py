@@ -38,7 +38,8 @@ class Removed:
     size: int
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a writer's, a build's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,7 +57,7 @@ def stale_reason(name: str, mtime: float, now: float, host: str | None = None) -
     if info is None:
         return None
     if info.pid is not None and info.host == (host or host_tag()):
-        return None if _pid_alive(info.pid) else f"writer process {info.pid} is gone"
+        return None if pid_alive(info.pid) else f"writer process {info.pid} is gone"
     age = now - mtime
     if age > FOREIGN_STALE_AGE_S:
         who = "another host" if info.pid is not None else "an unnamed writer"
