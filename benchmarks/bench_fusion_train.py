@@ -8,7 +8,7 @@ Not a test: it needs a data dir whose embedding assets are built, e.g.
 
 Three parts, all on the data dir's real training pairs, with ``FusionTrainConfig()`` defaults:
 
-1. Today's step (``train.batch_loss`` + backward + fused AdamW, 1 torch thread), split into
+1. Today's step (``objective.batch_loss`` + backward + fused AdamW, 1 torch thread), split into
    forward / backward / optimiser, per batch size.
 2. The same K heads trained as one stacked step (``torch.func.stack_module_state`` + ``vmap``
    over ``functional_call``, one fused AdamW over the stacked weights): head-steps/s against
@@ -34,23 +34,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
+from catret_pipeline.fusion.config import FusionTrainConfig  # noqa: E402
 from catret_pipeline.fusion.features import (  # noqa: E402
     MODEL_SPECS,
     CategoryVectors,
     ProductFeatureTables,
 )
 from catret_pipeline.fusion.heads import FusionHeads  # noqa: E402
+from catret_pipeline.fusion.jobs import prepare_training  # noqa: E402
 from catret_pipeline.fusion.loss import bidirectional_info_nce  # noqa: E402
-from catret_pipeline.fusion.train import (  # noqa: E402
-    FusionTrainConfig,
-    _adamw,
-    _Tensors,
-    batch_loss,
-    make_heads,
-    prepare_training,
-    run_jobs,
-    steps_per_epoch,
-)
+from catret_pipeline.fusion.objective import SplitTensors, batch_loss  # noqa: E402
+from catret_pipeline.fusion.runner import run_jobs  # noqa: E402
+from catret_pipeline.fusion.train import make_heads, make_optimizer, steps_per_epoch  # noqa: E402
 from catret_pipeline.markdown import markdown_table  # noqa: E402
 from catret_pipeline.storage.resources import CatretStorage  # noqa: E402
 
@@ -104,8 +99,8 @@ def todays_step(job, n: int) -> dict:
     config, spec = job.config, job.spec
     torch.manual_seed(config.seed)
     heads = make_heads(job.train, spec, config)
-    opt = _adamw(heads, config)
-    data = _Tensors.of(job.train, torch.device("cpu"))
+    opt = make_optimizer(heads, config)
+    data = SplitTensors.of(job.train, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     split = {"forward": 0.0, "backward": 0.0, "optimiser": 0.0}
 

@@ -8,8 +8,9 @@ import time
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, create_model
 
+from catret_pipeline.fusion.config import FusionTrainConfig, flat_fields
 from catret_pipeline.fusion.features import (
     MODEL_SPECS,
     SETTINGS,
@@ -17,6 +18,7 @@ from catret_pipeline.fusion.features import (
     ProductFeatureTables,
     model_spec,
 )
+from catret_pipeline.fusion.report import fusion_models_metadata, trained_line
 from catret_pipeline.fusion.retrain import DEFAULT_RETRAIN_FRACTION
 from catret_pipeline.fusion.schemas import FUSION_MODELS_SCHEMA
 from catret_pipeline.markdown import markdown_table
@@ -25,8 +27,14 @@ from catret_pipeline.storage.resources import CatretStorage
 GROUP = "fusion"
 DEFAULT_MODELS = list(MODEL_SPECS)
 
+#: Every ``FusionTrainConfig`` hyper-parameter as a flat launchpad field, same default and
+#: description (``config.flat_fields``): declare a new one there, not here.
+_HyperParameters = create_model(
+    "FusionHyperParameters", __base__=dg.Config, __module__=__name__, **flat_fields()
+)
 
-class FusionModelsConfig(dg.Config):
+
+class FusionModelsConfig(_HyperParameters):
     """Which heads to train and how (defaults: the paper where it says, else docs/models.md)."""
 
     models: list[str] = Field(
@@ -36,82 +44,8 @@ class FusionModelsConfig(dg.Config):
     settings: list[str] = Field(
         default_factory=lambda: list(SETTINGS), description="Evaluation settings to train."
     )
-    proj_dim: int = Field(256, description="Output size of g_p and g_c (paper: open).")
-    hidden_dims: list[int] = Field(
-        default_factory=lambda: [512, 512], description="Hidden widths (paper: two layers)."
-    )
-    dropout: float = Field(0.0, description="Dropout after each hidden layer (docs/models.md).")
-    lr: float = Field(1e-4, description="AdamW learning rate (paper: open; docs/models.md).")
-    weight_decay: float = Field(0.01, description="AdamW weight decay.")
-    epochs: int = Field(30, description="Epochs (paper: 30).")
-    min_steps: int = Field(
-        1000,
-        ge=0,
-        description=(
-            "Extend training beyond `epochs` until this many optimiser steps have run, stopping "
-            "early on validation loss (docs/models.md); 0: exactly `epochs`."
-        ),
-    )
-    extra_patience: int | None = Field(
-        25,
-        description=(
-            "Epochs without a lower validation loss that end the extension beyond `epochs` "
-            "(None: run it to the end)."
-        ),
-    )
-    batch_size_general: int = Field(8, description="Batch size, most-general setting (paper: 8).")
-    batch_size_all: int = Field(128, description="Batch size, all-categories setting (paper: 128).")
-    batch_size_specific: int = Field(
-        128, description="Batch size, most-specific setting (paper: 128)."
-    )
-    tau: float = Field(1.0, description="InfoNCE temperature (paper: 1).")
-    lam: float = Field(0.5, description="Weight of the product->category direction (paper: 0.5).")
-    seed: int = Field(0, description="Seed for head init, dropout and batch order.")
-    keep_best: bool = Field(True, description="Keep the best validation epoch's weights.")
-    select_by: str = Field(
-        "loss",
-        description=(
-            "Best epoch by validation R-precision ('rprec', ties by loss) or by validation "
-            "loss ('loss'); also what the patience counts (docs/models.md)."
-        ),
-    )
-    bf16_autocast_min_batch: int | None = Field(
-        None,
-        description=(
-            "Train under bf16 autocast when the batch holds at least this many pairs "
-            "(None: never). Faster on CPU at batch 128, slower at 8, and less reproducible "
-            "between equivalent builds (docs/models.md)."
-        ),
-    )
-    early_stopping_patience: int | None = Field(
-        None, description="Stop after this many epochs without a better val loss (None: never)."
-    )
-    max_train_seconds: float | None = Field(
-        None, description="Wall-clock budget per (model, setting); None: unlimited."
-    )
-    normalize_inputs: bool = Field(True, description="L2-normalise each input block.")
     drop_empty_products: bool = Field(
         True, description="Leave out of training pairs whose product has no embedding at all."
-    )
-    tree_weight: float = Field(0.5, description="clip-ita-tree: target weight of parent/child.")
-    tree_decay: float = Field(0.5, description="clip-ita-tree: factor per extra depth level.")
-    res_skip_init: str = Field(
-        "pca",
-        description=(
-            "clip-ita-res: initial shared skip when proj_dim < text width ('pca' or 'random'); "
-            "the identity otherwise."
-        ),
-    )
-    res_skip_lr_scale: float = Field(
-        0.1,
-        description="clip-ita-res: lr multiplier of the shared skip (0 freezes it; docs/models.md).",
-    )
-    res_anchor: float = Field(
-        0.0, description="clip-ita-res: weight of ||A - A_init||^2 in the loss."
-    )
-    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
-    torch_threads: int | None = Field(
-        1, description="torch CPU threads per training process (None: torch's default)."
     )
     workers: int = Field(
         2,
@@ -137,89 +71,8 @@ class FusionModelsConfig(dg.Config):
         False, description="Retrain every selected head now, whatever changed (on demand)."
     )
 
-    def train_config(self):
-        from catret_pipeline.fusion.train import FusionTrainConfig
-
-        return FusionTrainConfig(
-            proj_dim=self.proj_dim,
-            hidden_dims=tuple(self.hidden_dims),
-            dropout=self.dropout,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            epochs=self.epochs,
-            min_steps=self.min_steps,
-            extra_patience=self.extra_patience,
-            batch_sizes={
-                "general": self.batch_size_general,
-                "all": self.batch_size_all,
-                "specific": self.batch_size_specific,
-            },
-            tau=self.tau,
-            lam=self.lam,
-            seed=self.seed,
-            keep_best=self.keep_best,
-            select_by=self.select_by,
-            bf16_autocast_min_batch=self.bf16_autocast_min_batch,
-            early_stopping_patience=self.early_stopping_patience,
-            max_train_seconds=self.max_train_seconds,
-            normalize_inputs=self.normalize_inputs,
-            tree_weight=self.tree_weight,
-            tree_decay=self.tree_decay,
-            res_skip_init=self.res_skip_init,
-            res_skip_lr_scale=self.res_skip_lr_scale,
-            res_anchor=self.res_anchor,
-            device=self.device,
-            torch_threads=self.torch_threads,
-        )
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
-
-
-def _summary_md(df: pl.DataFrame) -> str:
-    header = [
-        "model",
-        "setting",
-        "status",
-        "data change",
-        "epochs",
-        "best",
-        "train first→last",
-        "val initial→best",
-        "val R-prec",
-        "n_train",
-        "n_val",
-        "s",
-    ]
-    rows = []
-    for r in df.iter_rows(named=True):
-        change = r["data_change_fraction"]
-        rows.append(
-            [
-                r["model"],
-                r["setting"],
-                f"{r['status']}" + (f" ({r['reason']})" if r["reason"] else ""),
-                "-" if change is None else f"{change:.1%}",
-                r["epochs_run"],
-                r["best_epoch"],
-                f"{_fmt(r['train_loss_first'])}→{_fmt(r['train_loss_last'])}",
-                f"{_fmt(r['val_loss_initial'])}→{_fmt(r['val_loss_best'])}",
-                _fmt(r["val_rprec_best"]),
-                r["n_train"],
-                r["n_val"],
-                f"{r['seconds']:.1f}",
-            ]
-        )
-    return markdown_table(header, rows)
-
-
-def _curves_md(curves: dict[str, list[dict]]) -> str:
-    parts = []
-    for key, history in curves.items():
-        rows = [[h["epoch"], _fmt(h["train_loss"]), _fmt(h["val_loss"])] for h in history]
-        parts.append(f"**{key}**\n\n" + markdown_table(["epoch", "train", "val"], rows) + "\n")
-    return "\n".join(parts)
+    def train_config(self) -> FusionTrainConfig:
+        return FusionTrainConfig.from_flat(self.model_dump())
 
 
 @dg.asset(
@@ -241,8 +94,9 @@ def fusion_models(
     category_embeddings: pl.DataFrame,
     category_tree: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    from catret_pipeline.fusion import inference
-    from catret_pipeline.fusion.train import finish_training, prepare_training, run_jobs
+    from catret_pipeline.fusion.artefacts import read_meta
+    from catret_pipeline.fusion.jobs import finish_training, prepare_training
+    from catret_pipeline.fusion.runner import run_jobs
 
     specs = [model_spec(m) for m in config.models]  # unknown names fail before any training
     unknown = sorted(set(config.settings) - set(SETTINGS))
@@ -253,43 +107,35 @@ def fusion_models(
         image_embeddings, title_embeddings, attribute_embeddings
     )
     categories = CategoryVectors.from_frame(category_embeddings)
-    prepared = []
-    for setting in config.settings:
-        for spec in specs:
-            prepared.append(
-                prepare_training(
-                    storage,
-                    spec,
-                    setting,
-                    evaluation_pairs,
-                    products,
-                    categories,
-                    train_config,
-                    category_tree=category_tree,
-                    drop_empty=config.drop_empty_products,
-                    reuse_unchanged=config.reuse_unchanged,
-                    retrain_fraction=config.retrain_fraction,
-                    force_retrain=config.force_retrain,
-                    log=context.log.debug,
-                )
-            )
+    prepared = [
+        prepare_training(
+            storage,
+            spec,
+            setting,
+            evaluation_pairs,
+            products,
+            categories,
+            train_config,
+            category_tree=category_tree,
+            drop_empty=config.drop_empty_products,
+            reuse_unchanged=config.reuse_unchanged,
+            retrain_fraction=config.retrain_fraction,
+            force_retrain=config.force_retrain,
+            log=context.log.debug,
+        )
+        for setting in config.settings
+        for spec in specs
+    ]
     jobs = [p for p in prepared if not isinstance(p, dict)]
     finished: dict[int, dict] = {}
 
     def on_done(job, result, shared_with) -> None:
         row = finish_training(storage, job, result, shared_with)
         finished[id(job)] = row
-        context.log.info(
-            f"fusion: {job.spec.name}/{job.setting} trained"
-            f"{' (same run as ' + shared_with + ')' if shared_with else ''}: "
-            f"train {_fmt(row['train_loss_first'])}→{_fmt(row['train_loss_last'])}, "
-            f"val best {_fmt(row['val_loss_best'])}, val R-prec {_fmt(row['val_rprec_best'])} "
-            f"(epoch {row['best_epoch']}/{row['epochs_run']}) in {result.seconds:.1f}s"
-        )
+        context.log.info(trained_line(row, shared_with, result.seconds))
 
-    for p in prepared:
-        if not isinstance(p, dict):
-            context.log.info(f"fusion: {p.spec.name}/{p.setting} retrains: {p.row['reason']}")
+    for job in jobs:
+        context.log.info(f"fusion: {job.spec.name}/{job.setting} retrains: {job.row['reason']}")
     context.log.info(
         f"fusion: {len(jobs)} head(s) to train, {len(prepared) - len(jobs)} skipped or reused; "
         f"{config.workers} worker process(es)"
@@ -302,29 +148,16 @@ def fusion_models(
         if row["status"] == "skipped":
             context.log.warning(f"fusion: {row['model']}/{row['setting']} skipped: {row['reason']}")
             continue
-        meta = inference.read_meta(storage, row["model"], row["setting"]) or {}
+        meta = read_meta(storage, row["model"], row["setting"]) or {}
         curves[f"{row['model']}/{row['setting']}"] = meta.get("history", [])
     df = pl.DataFrame(rows, schema=FUSION_MODELS_SCHEMA)
-    metadata: dict = {
-        "summary": dg.MetadataValue.md(_summary_md(df)),
-        "loss_curves": dg.MetadataValue.md(_curves_md(curves)),
-        "loss_curves_json": dg.MetadataValue.json(curves),
-        "n_trained": dg.MetadataValue.int(int((df["status"] == "trained").sum())),
-        "n_reused": dg.MetadataValue.int(int((df["status"] == "reused").sum())),
-        "n_skipped": dg.MetadataValue.int(int((df["status"] == "skipped").sum())),
-        "retrain_fraction": dg.MetadataValue.float(float(config.retrain_fraction)),
-        "force_retrain": dg.MetadataValue.bool(config.force_retrain),
-        "input_model_ids": dg.MetadataValue.json(
-            {**products.model_ids(), "category": categories.model_ids}
-        ),
-    }
-    # Flat floats, one per (model, setting), so the UI charts them across materialisations.
-    for r in df.iter_rows(named=True):
-        for col in ("train_loss_last", "val_loss_best", "val_rprec_best", "data_change_fraction"):
-            if r[col] is not None:
-                metadata[f"{r['model']}.{r['setting']}.{col}"] = dg.MetadataValue.float(
-                    float(r[col])
-                )
+    metadata = fusion_models_metadata(
+        df,
+        curves,
+        retrain_fraction=config.retrain_fraction,
+        force_retrain=config.force_retrain,
+        input_model_ids={**products.model_ids(), "category": categories.model_ids},
+    )
     return dg.Output(df, metadata=metadata)
 
 

@@ -1,84 +1,29 @@
 """Saved heads -> fused product vectors and category query vectors.
 
-Artefacts live at ``models/<model>/<setting>.pt`` (the heads' ``state_dict``) and ``.json``
-(config, input dims, input model ids, loss history; see :func:`save_artefact`). Every vector
-returned here is L2-normalised, so inner product = the cosine the heads were trained on.
+Reads the artefacts that ``artefacts`` writes (``models/<model>/<setting>.pt`` and ``.json``).
+Every vector returned here is L2-normalised, so inner product = the cosine the heads were
+trained on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
+from catret_pipeline.fusion.artefacts import ARTEFACT_FORMAT, HasPath, artefact_paths
 from catret_pipeline.fusion.features import (
     ModelSpec,
     ProductFeatureTables,
     model_spec,
 )
 from catret_pipeline.fusion.heads import FusionHeads, build_heads
-from catret_pipeline.storage.atomic import atomic_write_bytes, atomic_write_text
-from catret_pipeline.storage.hashing import sha256_file
 from catret_pipeline.vectors_math import l2_normalize
 
-ARTEFACT_FORMAT = 1
 ENCODE_CHUNK = 8192
-
-
-class _HasPath(Protocol):
-    def path(self, *parts: str) -> Path: ...
-
-
-def artefact_paths(storage: _HasPath, model: str, setting: str) -> tuple[Path, Path]:
-    pt = storage.path("models", model, f"{setting}.pt")
-    return pt, pt.with_suffix(".json")
-
-
-def save_artefact(
-    storage: _HasPath, model: str, setting: str, state_dict: dict[str, torch.Tensor], meta: dict
-) -> tuple[Path, Path, str]:
-    """Write weights then metadata, each atomically; the JSON records the weights' sha256.
-
-    Returns (pt path, json path, weights sha256). A crash between the two writes leaves a JSON
-    whose hash no longer matches, which the reuse logic treats as "retrain".
-    """
-    pt, js = artefact_paths(storage, model, setting)
-    buf = io.BytesIO()
-    torch.save({"format": ARTEFACT_FORMAT, "state_dict": state_dict}, buf)
-    data = buf.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    atomic_write_bytes(pt, data)
-    atomic_write_text(js, json.dumps({**meta, "weights_sha256": sha}, indent=2, sort_keys=True))
-    return pt, js, sha
-
-
-def read_meta(storage: _HasPath, model: str, setting: str) -> dict | None:
-    _, js = artefact_paths(storage, model, setting)
-    if not js.exists():
-        return None
-    try:
-        return json.loads(js.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def write_meta(storage: _HasPath, model: str, setting: str, meta: dict) -> Path:
-    """Rewrite an artefact's JSON atomically (the weights and their recorded hash untouched)."""
-    _, js = artefact_paths(storage, model, setting)
-    atomic_write_text(js, json.dumps(meta, indent=2, sort_keys=True))
-    return js
-
-
-def weights_sha256(storage: _HasPath, model: str, setting: str) -> str | None:
-    pt, _ = artefact_paths(storage, model, setting)
-    return sha256_file(pt) if pt.exists() else None
 
 
 @dataclass
@@ -134,7 +79,7 @@ class LoadedFusionModel:
         )
 
 
-def load_fusion_model(storage: _HasPath, model: str, setting: str) -> LoadedFusionModel:
+def load_fusion_model(storage: HasPath, model: str, setting: str) -> LoadedFusionModel:
     """Load one trained (model, setting) on CPU in eval mode; clear error if it is missing."""
     pt, js = artefact_paths(storage, model, setting)
     if not pt.exists() or not js.exists():
@@ -165,7 +110,7 @@ def load_fusion_model(storage: _HasPath, model: str, setting: str) -> LoadedFusi
 
 
 def encode_products(
-    storage: _HasPath,
+    storage: HasPath,
     model: str,
     setting: str,
     asins: Sequence[str],
@@ -185,7 +130,7 @@ def encode_products(
 
 
 def encode_queries(
-    storage: _HasPath,
+    storage: HasPath,
     model: str,
     setting: str,
     names: Sequence[str],

@@ -8,34 +8,29 @@ counts once, an edited one (new vectors, new category) twice (old key gone, new 
 
 The key set of the data a head was trained on is stored beside its weights as
 ``models/<model>/<setting>.train_keys.parquet``; the artefact JSON records that file's sha256,
-so a key file that does not belong to the weights is treated as missing.
+so a key file that does not belong to the weights is treated as missing (reading and writing
+those files is ``artefacts``' job; the decision here is a pure function of what it read).
 
-Torch-free on purpose: the assets module imports this at module level.
+Torch-free and I/O-free on purpose: the assets module imports this at module level.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from catret_pipeline.fusion.features import PairData
-from catret_pipeline.storage.atomic import atomic_write_parquet
-from catret_pipeline.storage.hashing import sha256_file_or_none
 
 #: Default of ``FusionModelsConfig.retrain_fraction`` (docs/models.md, "When heads retrain").
 DEFAULT_RETRAIN_FRACTION = 0.05
 
 KEY_COLUMNS = ("asin", "category_id", "category_name", "split", "input_hash")
 KEY_SCHEMA = {c: pl.String for c in KEY_COLUMNS}
-
-
-class _HasPath(Protocol):
-    def path(self, *parts: str) -> Path: ...
 
 
 def row_hashes(*blocks: np.ndarray) -> list[str]:
@@ -111,34 +106,92 @@ def describe_change(fraction: float, limit: float) -> str:
     return f"training data changed {fraction:.1%} {op} {limit:.1%}"
 
 
-def keys_path(storage: _HasPath, model: str, setting: str) -> Path:
-    return storage.path("models", model, f"{setting}.train_keys.parquet")
+@dataclass(frozen=True)
+class StoredHead:
+    """What is on disk for one (model, setting), as the reuse decision sees it (read by
+    ``artefacts.read_stored_head``)."""
+
+    #: The artefact JSON (None: none, or unreadable).
+    meta: Mapping | None
+    meta_file_exists: bool = False
+    #: sha256 of the weights file as it is now (None: no file).
+    weights_sha256: str | None = None
+    #: The key set the head was trained on, or None and why not (``keys_problem``).
+    keys: pl.DataFrame | None = None
+    keys_problem: str | None = None
 
 
-def write_train_keys(storage: _HasPath, model: str, setting: str, keys: pl.DataFrame) -> str:
-    """Write the key set atomically; returns the file's sha256 for the artefact JSON."""
-    path = keys_path(storage, model, setting)
-    atomic_write_parquet(keys.select(KEY_COLUMNS), path)
-    return sha256_file_or_none(path) or ""
+@dataclass(frozen=True)
+class ReuseDecision:
+    """Whether a (model, setting) keeps its trained head, and why (the ``reason`` column)."""
+
+    reuse: bool
+    reason: str
+    #: Measured change of the training examples (None when it could not be measured).
+    fraction: float | None = None
+    #: Reused on identical data, but the key file or config fingerprint must be (re)written.
+    repair: bool = False
 
 
-def read_train_keys(
-    storage: _HasPath, model: str, setting: str, expected_sha256: str | None
-) -> tuple[pl.DataFrame | None, str | None]:
-    """The stored key set, or ``(None, why)`` when it is missing, damaged or not the one
-    recorded with the weights."""
-    path = keys_path(storage, model, setting)
-    if not expected_sha256:
-        return None, "the artefact records no training key file"
-    sha = sha256_file_or_none(path)
-    if sha is None:
-        return None, f"training key file {path.name} is missing"
-    if sha != expected_sha256:
-        return None, f"training key file {path.name} does not match the weights"
-    try:
-        keys = pl.read_parquet(path)
-    except Exception as exc:  # any unreadable file means "retrain", never a crash
-        return None, f"training key file {path.name} is unreadable ({type(exc).__name__})"
-    if any(c not in keys.columns for c in KEY_COLUMNS):
-        return None, f"training key file {path.name} lacks key columns"
-    return keys, None
+def reuse_decision(
+    stored: StoredHead,
+    *,
+    fingerprint: str,
+    config_fp: str,
+    keys: pl.DataFrame | None,
+    retrain_fraction: float = DEFAULT_RETRAIN_FRACTION,
+    reuse_unchanged: bool = True,
+    force_retrain: bool = False,
+) -> ReuseDecision:
+    """Reuse the stored head when its weights are intact, its config fingerprint equals
+    ``config_fp`` and its training examples changed by at most ``retrain_fraction``.
+
+    ``fingerprint`` and ``config_fp`` are the current data and config fingerprints (see
+    ``fingerprint``); ``keys`` the current key set (may be None only when ``fingerprint``
+    equals the stored one, i.e. identical data). ``retrain_fraction`` 0 reuses byte-identical
+    data only. The change is measured against the data the head was *trained* on, so small
+    changes add up until the head retrains.
+    """
+    previous = stored.meta
+    if previous is None:
+        why = (
+            "artefact metadata unreadable" if stored.meta_file_exists else "no trained artefact yet"
+        )
+        return ReuseDecision(False, why)
+    same_data = previous.get("fingerprint") == fingerprint
+    prev_keys = stored.keys
+    fraction: float | None = None
+    if same_data:
+        fraction = 0.0
+    elif prev_keys is not None and keys is not None:
+        fraction = data_change_fraction(prev_keys, keys)
+    if force_retrain:
+        return ReuseDecision(False, "force_retrain: retrained on demand", fraction)
+    if not reuse_unchanged:
+        return ReuseDecision(False, "reuse_unchanged is off", fraction)
+    if previous.get("weights_sha256") != stored.weights_sha256:
+        return ReuseDecision(False, "weights file missing or damaged", fraction)
+    if same_data:
+        repair = prev_keys is None or previous.get("config_fingerprint") != config_fp
+        return ReuseDecision(True, "training data and config unchanged", 0.0, repair)
+    if previous.get("config_fingerprint") != config_fp:
+        why = (
+            "model spec, train config, input models or input widths changed"
+            if "config_fingerprint" in previous
+            else "artefact predates change-tolerant reuse (no config fingerprint)"
+        )
+        return ReuseDecision(False, why, fraction)
+    if prev_keys is None:
+        return ReuseDecision(False, f"{stored.keys_problem}: data change not measurable", None)
+    if fraction is None:
+        raise ValueError("reuse_decision needs the current key set when the data changed")
+    if retrain_fraction == 0:
+        return ReuseDecision(
+            False,
+            f"{describe_change(fraction, 0.0)} (retrain_fraction 0 retrains on any change"
+            f"{', here order or duplicates only' if fraction == 0 else ''})",
+            fraction,
+        )
+    return ReuseDecision(
+        fraction <= retrain_fraction, describe_change(fraction, retrain_fraction), fraction
+    )

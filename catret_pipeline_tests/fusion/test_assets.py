@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.fusion import inference
+from catret_pipeline.fusion import artefacts, inference
 from catret_pipeline.fusion.assets import ASSETS, CHECKS, FusionModelsConfig
 from catret_pipeline.fusion.features import MODEL_SPECS
 from catret_pipeline.storage.atomic import atomic_write_parquet
@@ -212,7 +212,7 @@ def test_fusion_models_table_and_artefacts(materialized):
         "clip-ita": IMAGE_DIM + TITLE_DIM + ATTR_DIM,
     }
     for model, dim in expected_in.items():
-        meta = inference.read_meta(storage, model, "general")
+        meta = artefacts.read_meta(storage, model, "general")
         assert meta["dims"]["product_in_dim"] == dim
         assert meta["batch_size"] == 8
     mat = result.asset_materializations_for_node("fusion_models")[0]
@@ -271,19 +271,19 @@ def test_rerun_reuses_unchanged_artefacts_and_retrains_on_change(materialized):
     data_dir, _, _ = materialized
     storage = CatretStorage(data_dir=str(data_dir))
     first = pl.read_parquet(asset_file(data_dir, ["fused_representations"]))
-    before = inference.weights_sha256(storage, "clip-ita", "all")
+    before = artefacts.weights_sha256(storage, "clip-ita", "all")
     assert _run(data_dir).success
     models = pl.read_parquet(asset_file(data_dir, ["fusion_models"]))
     assert set(models["status"]) == {"reused"}
     assert models["train_loss_last"].is_not_null().all()
-    assert inference.weights_sha256(storage, "clip-ita", "all") == before
+    assert artefacts.weights_sha256(storage, "clip-ita", "all") == before
     again = pl.read_parquet(asset_file(data_dir, ["fused_representations"]))
     assert again.equals(first)
     # A config change retrains (only what was asked for).
     assert _run(data_dir, models=["clip-ita"], settings=["all"], seed=1).success
     models = pl.read_parquet(asset_file(data_dir, ["fusion_models"]))
     assert models.select("model", "setting", "status").rows() == [("clip-ita", "all", "trained")]
-    assert inference.weights_sha256(storage, "clip-ita", "all") != before
+    assert artefacts.weights_sha256(storage, "clip-ita", "all") != before
 
 
 def test_missing_setting_is_a_skipped_row_not_a_crash(tmp_path):

@@ -12,15 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from catret_pipeline.fusion.config import FusionTrainConfig
 from catret_pipeline.fusion.features import MODEL_SPECS
-from catret_pipeline.fusion.train import (
-    FusionTrainConfig,
-    _Tensors,
-    epochs_to_run,
-    steps_per_epoch,
-    train_heads,
-    val_r_precision,
-)
+from catret_pipeline.fusion.objective import SplitTensors, val_r_precision
+from catret_pipeline.fusion.train import epochs_to_run, steps_per_epoch, train_heads
 from catret_pipeline_tests.fusion.test_train import _synthetic
 
 SMALL = dict(proj_dim=8, hidden_dims=(16, 16), device="cpu")
@@ -53,7 +48,7 @@ class _Identity(nn.Module):
 
 
 def _tensors(products, categories, codes):
-    return _Tensors(
+    return SplitTensors(
         torch.tensor(products, dtype=torch.float32),
         torch.tensor(categories, dtype=torch.float32),
         torch.tensor(codes),
@@ -160,7 +155,8 @@ def test_bf16_autocast_applies_from_its_batch_threshold():
 def test_worker_pool_orders_jobs_by_their_extended_length():
     """Runs extended by ``min_steps`` are now the long ones: a batch-128 head on 777 pairs runs
     1000 steps, longer than 30 epochs at batch 8; the pool must start it first."""
-    from catret_pipeline.fusion.train import TrainingJob, _estimated_cost
+    from catret_pipeline.fusion.jobs import TrainingJob
+    from catret_pipeline.fusion.runner import _estimated_cost
 
     _, data, _, _ = _synthetic()
 

@@ -7,23 +7,23 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.fusion import inference
+from catret_pipeline.fusion import artefacts, inference
+from catret_pipeline.fusion.artefacts import keys_path, read_train_keys
 from catret_pipeline.fusion.assets import ASSETS, FusionModelsConfig
+from catret_pipeline.fusion.config import FusionTrainConfig
 from catret_pipeline.fusion.features import (
     MODEL_SPECS,
     CategoryVectors,
     ProductFeatureTables,
     build_pair_data,
 )
+from catret_pipeline.fusion.jobs import prepare_training
 from catret_pipeline.fusion.retrain import (
     KEY_COLUMNS,
     data_change_fraction,
-    keys_path,
-    read_train_keys,
     row_hashes,
     training_keys,
 )
-from catret_pipeline.fusion.train import FusionTrainConfig, prepare_training
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager, asset_file
 from catret_pipeline.storage.resources import CatretStorage
@@ -173,7 +173,7 @@ def _rows(models: pl.DataFrame) -> dict[tuple[str, str], dict]:
 
 def _weights(data_dir) -> dict[tuple[str, str], str]:
     storage = CatretStorage(data_dir=str(data_dir))
-    return {(m, s): inference.weights_sha256(storage, m, s) for m in MODELS for s in SETTINGS}
+    return {(m, s): artefacts.weights_sha256(storage, m, s) for m in MODELS for s in SETTINGS}
 
 
 def _edit_title(data_dir, asin: str) -> None:
@@ -225,7 +225,7 @@ def test_first_build_trains_and_stores_the_key_sets(built):
     assert models["data_change_fraction"].is_null().all()
     assert set(models["reason"]) == {"no trained artefact yet"}
     for (model, setting), row in _rows(models).items():
-        meta = inference.read_meta(storage, model, setting)
+        meta = artefacts.read_meta(storage, model, setting)
         keys, problem = read_train_keys(storage, model, setting, meta["train_keys_sha256"])
         assert problem is None and keys.height == row["n_train"] + row["n_val"]
 
@@ -336,7 +336,7 @@ def test_damaged_or_missing_key_file(data_dir):
     keys_path(storage, "clip-i", "all").unlink()
     rows = _rows(_run(data_dir))
     assert rows["clip-i", "all"]["status"] == "reused"
-    meta = inference.read_meta(storage, "clip-i", "all")
+    meta = artefacts.read_meta(storage, "clip-i", "all")
     keys, problem = read_train_keys(storage, "clip-i", "all", meta["train_keys_sha256"])
     assert (
         problem is None
@@ -346,13 +346,13 @@ def test_damaged_or_missing_key_file(data_dir):
 
 def test_artefact_from_before_key_files_is_migrated_on_identical_data(data_dir):
     storage = CatretStorage(data_dir=str(data_dir))
-    meta = inference.read_meta(storage, "clip-ita", "all")
+    meta = artefacts.read_meta(storage, "clip-ita", "all")
     old = {k: v for k, v in meta.items() if k not in ("train_keys_sha256", "config_fingerprint")}
-    inference.write_meta(storage, "clip-ita", "all", old)
+    artefacts.write_meta(storage, "clip-ita", "all", old)
     keys_path(storage, "clip-ita", "all").unlink()
     rows = _rows(_run(data_dir))
     assert rows["clip-ita", "all"]["status"] == "reused"
-    meta = inference.read_meta(storage, "clip-ita", "all")
+    meta = artefacts.read_meta(storage, "clip-ita", "all")
     assert meta["config_fingerprint"] and meta["train_keys_sha256"]
     _edit_title(data_dir, "P006")
     assert _rows(_run(data_dir))["clip-ita", "all"]["status"] == "reused"

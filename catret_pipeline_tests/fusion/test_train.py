@@ -9,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from catret_pipeline.fusion.config import FusionTrainConfig
 from catret_pipeline.fusion.features import MODEL_SPECS, PairData
+from catret_pipeline.fusion.fingerprint import training_key
 from catret_pipeline.fusion.heads import FusionHeads, ResidualFusionHeads, skip_basis
-from catret_pipeline.fusion.train import (
-    FusionTrainConfig,
-    TrainingJob,
-    _eval_loss,
-    _Tensors,
-    batch_loss,
-    make_heads,
-    run_jobs,
-    train_heads,
-    training_key,
-)
+from catret_pipeline.fusion.jobs import TrainingJob
+from catret_pipeline.fusion.objective import SplitTensors, batch_loss, eval_loss
+from catret_pipeline.fusion.runner import run_jobs
+from catret_pipeline.fusion.train import make_heads, train_heads
 
 N_CATS, N_HELD_OUT, DC, DP = 50, 10, 16, 24
 BLOCKS = {"image": 4, "title": DC, "attributes": DP - 4 - DC}
@@ -190,14 +185,6 @@ def test_rejects_degenerate_input():
         train_heads(data["train"], None, MODEL_SPECS["clip-i"], cfg, 1)
 
 
-def test_config_round_trip():
-    cfg = FusionTrainConfig(min_steps=0, hidden_dims=(32, 16), batch_sizes={"general": 4})
-    back = FusionTrainConfig.from_dict(cfg.to_dict())
-    assert back == cfg
-    assert back.batch_size_for("general") == 4 and back.batch_size_for("all") == 128
-    assert FusionTrainConfig().batch_size_for("general") == 8
-
-
 def _with_relatives(data: PairData) -> PairData:
     """The same pairs, the first two relabelled to their root (an ancestor of the others)."""
     depth, chain = data.depth.copy(), data.chain.copy()
@@ -235,7 +222,7 @@ def test_one_pass_validation_loss_equals_per_batch_passes():
     val = _with_relatives(data["val"])
     torch.manual_seed(0)
     heads = FusionHeads(DP, DC, 8, (16, 16), 0.0)
-    t = _Tensors.of(val, torch.device("cpu"))
+    t = SplitTensors.of(val, torch.device("cpu"))
     order = torch.randperm(len(val), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         losses = [
@@ -244,7 +231,7 @@ def test_one_pass_validation_loss_equals_per_batch_passes():
             if len(order[s : s + 8]) >= 2
         ]
     expected = sum(v * n for v, n in losses) / sum(n for _, n in losses)
-    assert _eval_loss(heads, t, order, 8, spec, cfg) == pytest.approx(expected, rel=1e-5)
+    assert eval_loss(heads, t, order, 8, spec, cfg) == pytest.approx(expected, rel=1e-5)
 
 
 def _job(spec, train, val, cfg, batch_size=16) -> TrainingJob:
