@@ -22,7 +22,7 @@ from catret_pipeline.retrieval.hybrid import (
     rank_routed,
 )
 from catret_pipeline.retrieval.hybrid_scores import HybridContext, SettingData, standardise
-from catret_pipeline.retrieval.schemas import MIN_DEPTH, RUN_COLUMNS
+from catret_pipeline.retrieval.schemas import MIN_DEPTH, RunRows
 from catret_pipeline.storage.resources import CatretStorage
 
 GROUP = "retrieval"
@@ -236,7 +236,7 @@ def hybrid_runs(
     ctx = _context(
         products, image_embeddings, title_embeddings, attribute_embeddings, category_embeddings
     )
-    out: dict[str, list] = {c: [] for c in RUN_COLUMNS}
+    out = RunRows()
     for data in _settings(evaluation_pairs):
         weights, head_name = _route_weights(hybrid_weights, data.setting)
         if not weights:
@@ -252,15 +252,10 @@ def hybrid_runs(
         depth = np.minimum(np.maximum(r, MIN_DEPTH), len(asins))
         ranked = rank_routed(z, seen, weights, depth)
         for name, (cols, scores) in zip(names, ranked, strict=True):
-            n = len(cols)
-            out["model"].extend([HYBRID_MODEL] * n)
-            out["setting"].extend([data.setting] * n)
-            out["query"].extend([name] * n)
-            out["rank"].extend(range(1, n + 1))
-            out["asin"].extend([asins[j] for j in cols])
-            out["score"].extend(scores.tolist())
-            out["search"].extend([HYBRID_SEARCH] * n)
-    df = pl.DataFrame(out, schema=RUN_COLUMNS)
+            out.add(
+                HYBRID_MODEL, data.setting, name, [asins[j] for j in cols], scores, HYBRID_SEARCH
+            )
+    df = out.frame()
     return dg.Output(
         df, metadata={"n_queries": dg.MetadataValue.int(df.select("setting", "query").n_unique())}
     )

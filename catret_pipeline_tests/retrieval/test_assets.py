@@ -7,16 +7,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.retrieval.assets import (
-    CHECKS,
-    hnsw_indexes,
-    hnsw_recall,
-    query_plan,
-    retrieval_runs,
-)
+from catret_pipeline.retrieval.assets import CHECKS
+from catret_pipeline.retrieval.checks import hnsw_recall
+from catret_pipeline.retrieval.collection import query_plan
 from catret_pipeline.retrieval.exact import exact_topk
-from catret_pipeline.retrieval.hnsw_index import load_index
-from catret_pipeline.retrieval.schemas import RUN_COLUMNS
+from catret_pipeline.retrieval.hnsw_store import load_index
+from catret_pipeline.retrieval.index_assets import hnsw_indexes
+from catret_pipeline.retrieval.run_assets import retrieval_runs
+from catret_pipeline.retrieval.schemas import ACCEPTANCE_COLUMNS, RUN_COLUMNS
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage
@@ -171,6 +169,21 @@ def run(data_dir: Path, selection, run_config=None):
     )
 
 
+def run_check(data_dir: Path, run_config=None):
+    """hnsw_recall alone, in a fresh instance: no event of hnsw_indexes to read anything from."""
+    return dg.materialize(
+        [*(dg.AssetSpec(k) for k in UPSTREAM), hnsw_indexes, hnsw_recall],
+        selection=dg.AssetSelection.checks(hnsw_recall),
+        resources={
+            "io_manager": ParquetIOManager(data_dir=str(data_dir)),
+            "storage": CatretStorage(data_dir=str(data_dir)),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+
+
 def check_config(**cfg):
     return {"ops": {hnsw_recall.node_def.name: {"config": cfg}}}
 
@@ -284,6 +297,32 @@ def test_recall_check_fails_for_a_starved_graph_on_structureless_data(tmp_path):
 
 def index_config(**cfg):
     return {"ops": {"hnsw_indexes": {"config": cfg}}}
+
+
+def test_the_check_takes_the_build_settings_from_the_index_table(tmp_path):
+    write_fixtures(tmp_path)
+    settings = {"recall_bound": 1.01, "recall_sample_queries": 7, "seed": 3}
+    assert run(tmp_path, [hnsw_indexes], index_config(**settings)).success
+    table_path = tmp_path / "assets" / "hnsw_indexes.parquet"
+    table = pl.read_parquet(table_path)
+    assert table.select(ACCEPTANCE_COLUMNS).unique().rows() == [(1.01, 7, 3)]
+
+    # Another instance, which never saw the materialisation: the table alone carries them.
+    result = run_check(tmp_path)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["recall_bound"].value == pytest.approx(1.01)
+    # 7 sampled products + the 5 (all) / 2 (general) category query vectors of the setting
+    recall_table = evaluation.metadata["recall"].value
+    assert "| mpnet | all | 40 | 12 |" in recall_table
+    assert "| mpnet | general | 40 | 9 |" in recall_table
+    assert run_check(tmp_path, check_config(recall_bound=0.5)).success
+
+    # A table written before the columns existed: the IndexConfig defaults.
+    atomic_write_parquet(table.drop(ACCEPTANCE_COLUMNS), table_path)
+    (evaluation,) = run_check(tmp_path).get_asset_check_evaluations()
+    assert evaluation.passed
+    assert evaluation.metadata["recall_bound"].value == pytest.approx(0.98)
 
 
 def _index_rows(data_dir: Path) -> dict:

@@ -7,15 +7,10 @@ import polars as pl
 import pytest
 
 from catret_pipeline.retrieval.exact import exact_topk
-from catret_pipeline.retrieval.hnsw_index import (
-    HnswParams,
-    build_index,
-    load_index,
-    read_index_meta,
-    recall_at_k,
-    save_index,
-    search,
-)
+from catret_pipeline.retrieval.hnsw_build import build_index
+from catret_pipeline.retrieval.hnsw_params import HnswParams
+from catret_pipeline.retrieval.hnsw_search import recall_at_k, search
+from catret_pipeline.retrieval.hnsw_store import load_index, read_index_meta, save_index
 from catret_pipeline.vectors_math import l2_normalize
 
 

@@ -9,20 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from catret_pipeline.retrieval.exact import exact_topk
-from catret_pipeline.retrieval.hnsw_index import (
-    META_KEY,
-    HnswParams,
-    RecallTarget,
-    UpdatePolicy,
-    build_index,
-    load_index,
-    plan_index_update,
-    read_index_meta,
-    recall_at_k,
-    refresh_index,
-    search,
-    tune_ef,
-)
+from catret_pipeline.retrieval.hnsw_build import build_index
+from catret_pipeline.retrieval.hnsw_params import HnswParams, UpdatePolicy
+from catret_pipeline.retrieval.hnsw_search import RecallTarget, recall_at_k, search, tune_ef
+from catret_pipeline.retrieval.hnsw_store import META_KEY, load_index, read_index_meta
+from catret_pipeline.retrieval.hnsw_update import plan_index_update, refresh_index
 from catret_pipeline.vectors_math import l2_normalize
 
 

@@ -12,19 +12,19 @@ import pytest
 
 from catret_pipeline.definitions import build_definitions
 from catret_pipeline.fusion.features import MODEL_SPECS
-from catret_pipeline.retrieval.assets import (
-    INDEX_COLUMNS,
+from catret_pipeline.retrieval.assets import build_assets
+from catret_pipeline.retrieval.checks import hnsw_recall
+from catret_pipeline.retrieval.hnsw_store import read_index_meta
+from catret_pipeline.retrieval.index_assets import (
     INDEX_SHARD_GROUP,
-    build_assets,
     hnsw_indexes,
-    hnsw_recall,
     index_config_ops,
     index_models,
     index_shard_key,
-    merge_index_rows,
-    retrieval_runs,
 )
-from catret_pipeline.retrieval.hnsw_index import read_index_meta
+from catret_pipeline.retrieval.index_table import merge_index_rows
+from catret_pipeline.retrieval.run_assets import retrieval_runs
+from catret_pipeline.retrieval.schemas import INDEX_COLUMNS
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline_tests.retrieval.test_assets import run, write_fixtures
 
