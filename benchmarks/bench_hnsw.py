@@ -199,14 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from catret_pipeline.retrieval.exact import exact_topk
-    from catret_pipeline.retrieval.hnsw_index import (
-        HnswParams,
-        build_index,
-        load_index,
-        recall_at_k,
-        save_index,
-        search,
-    )
+    from catret_pipeline.retrieval.hnsw_build import build_index
+    from catret_pipeline.retrieval.hnsw_params import HnswParams
+    from catret_pipeline.retrieval.hnsw_search import recall_at_k, search
+    from catret_pipeline.retrieval.hnsw_store import load_index, save_index
 
     torch.set_num_threads(args.threads)
     efs = [int(e) for e in args.ef.split(",") if e.strip()]

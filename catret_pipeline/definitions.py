@@ -29,7 +29,7 @@ from catret_pipeline.refresh import assets as refresh
 from catret_pipeline.reporting import assets as reporting
 from catret_pipeline.retrieval import assets as retrieval
 from catret_pipeline.retrieval import hybrid_assets as hybrid
-from catret_pipeline.retrieval.assets import INDEX_SHARD_GROUP
+from catret_pipeline.retrieval.index_assets import INDEX_SHARD_GROUP
 from catret_pipeline.storage.assets import build_duckdb_catalog_asset
 from catret_pipeline.storage.io_manager import ParquetIOManager
 from catret_pipeline.storage.resources import CatretStorage

@@ -38,7 +38,7 @@ def select_job(defs, select: str | None):
 def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) -> dict:
     """Run config for the on-demand switches, for the steps the (sub)job actually has: config
     for a step outside the selection fails Dagster's validation."""
-    from catret_pipeline.retrieval.assets import index_config_ops
+    from catret_pipeline.retrieval.index_assets import index_config_ops
 
     ops: dict = {}
     if retrain:

@@ -16,7 +16,7 @@ from catret_pipeline.delivery import rankings, serving_index
 from catret_pipeline.delivery.choice import choices_frame, choose_model, parse_override
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.markdown import markdown_table
-from catret_pipeline.retrieval.assets import IndexConfig, index_params
+from catret_pipeline.retrieval.config import IndexConfig, index_params
 from catret_pipeline.storage.resources import CatretStorage
 from catret_pipeline.storage.tables import read_tables
 from catret_pipeline.vectors_math import l2_normalize

@@ -20,16 +20,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from catret_pipeline.retrieval.hnsw_index import (
-    HnswParams,
-    RecallTarget,
-    UpdatePolicy,
-    load_index,
-    read_index_meta,
-    recall_at_k,
-    recall_queries,
-    refresh_index,
-)
+from catret_pipeline.retrieval.hnsw_params import HnswParams, UpdatePolicy
+from catret_pipeline.retrieval.hnsw_search import RecallTarget, recall_at_k, recall_queries
+from catret_pipeline.retrieval.hnsw_store import load_index, read_index_meta
+from catret_pipeline.retrieval.hnsw_update import refresh_index
 
 RECALL_K = 10
 #: Folder (under the data dir) of the serving indexes: ``<setting>.bin`` + ``.labels.parquet``.

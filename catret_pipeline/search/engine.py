@@ -29,8 +29,8 @@ from catret_pipeline.search.results import (
 
 
 def _bm25(cfg: CatretConfig, setting: str, name: str, k: int) -> tuple[list[str], np.ndarray]:
-    from catret_pipeline.retrieval.assets import collection_asins, held_out_pairs
     from catret_pipeline.retrieval.bm25 import Bm25Params, Bm25Ranker
+    from catret_pipeline.retrieval.collection import collection_asins, held_out_pairs
 
     pairs = held_out_pairs(read_table(cfg, "evaluation_pairs", "bm25"))
     asins = collection_asins(pairs, setting)
@@ -67,8 +67,8 @@ def _missing_index(model: str, setting: str, indexes: pl.DataFrame) -> str:
 def _vector_search(
     cfg: CatretConfig, model: str, setting: str, name: str, k: int
 ) -> tuple[list[str], np.ndarray, str, list[str]]:
-    from catret_pipeline.retrieval.hnsw_index import load_index
-    from catret_pipeline.retrieval.hnsw_index import search as hnsw_search
+    from catret_pipeline.retrieval.hnsw_search import search as hnsw_search
+    from catret_pipeline.retrieval.hnsw_store import load_index
 
     indexes = read_table(cfg, "hnsw_indexes", "vector search")
     row = indexes.filter((pl.col("model") == model) & (pl.col("setting") == setting))

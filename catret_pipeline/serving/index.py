@@ -54,7 +54,7 @@ class ProductIndex:
         if self.n == 0:
             return [], []
         if self.hnsw is not None:
-            from catret_pipeline.retrieval.hnsw_index import search
+            from catret_pipeline.retrieval.hnsw_search import search
 
             res = search(self.hnsw, query[None, :], k)
             return res.asins[0].tolist(), res.scores[0].tolist()
@@ -87,7 +87,8 @@ def _saved_graph(saved: SavedIndex | None, model: str, labels: np.ndarray, vecs:
     after this snapshot read its tables."""
     if saved is None or saved.model != model:
         return None
-    from catret_pipeline.retrieval.hnsw_index import CHANGE_TOLERANCE, load_index
+    from catret_pipeline.retrieval.hnsw_params import CHANGE_TOLERANCE
+    from catret_pipeline.retrieval.hnsw_store import load_index
 
     try:
         loaded = load_index(saved.index_path, saved.labels_path)
@@ -119,7 +120,9 @@ def build_product_index(
     hnsw = _saved_graph(saved, model, labels, vecs)
     if hnsw is not None:
         return ProductIndex(asins=labels, vectors=vecs, hnsw=hnsw, source="serving_indexes")
-    from catret_pipeline.retrieval.hnsw_index import HnswParams, LoadedIndex, build_index
+    from catret_pipeline.retrieval.hnsw_build import build_index
+    from catret_pipeline.retrieval.hnsw_params import HnswParams
+    from catret_pipeline.retrieval.hnsw_store import LoadedIndex
 
     params = HnswParams()
     graph = build_index(vecs, params=params, threads=os.cpu_count() or 1)

@@ -8,7 +8,7 @@ import pytest
 
 from catret_pipeline.delivery import serving_index as si
 from catret_pipeline.delivery.rankings import unit_catalogue
-from catret_pipeline.retrieval.hnsw_index import HnswParams, UpdatePolicy
+from catret_pipeline.retrieval.hnsw_params import HnswParams, UpdatePolicy
 from catret_pipeline.serving.index import SavedIndex, build_product_index
 
 RECALL = si.RecallSettings(bound=0.95, sample_queries=50, seed=0, ef_max=400)

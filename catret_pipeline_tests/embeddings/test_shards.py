@@ -43,8 +43,8 @@ from catret_pipeline.embeddings.sharding import (
 )
 from catret_pipeline.encoders.openclip import TINY_MODEL
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
-from catret_pipeline.retrieval.assets import INDEX_SHARD_GROUP, index_models
-from catret_pipeline.retrieval.hnsw_index import read_index_meta
+from catret_pipeline.retrieval.hnsw_store import read_index_meta
+from catret_pipeline.retrieval.index_assets import INDEX_SHARD_GROUP, index_models
 from catret_pipeline.retrieval.vectors import BM25_MODEL, ZERO_SHOT_MODELS
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.duckdb_catalog import view_sources

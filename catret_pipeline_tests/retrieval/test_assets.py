@@ -7,8 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.retrieval.assets import CHECKS
-from catret_pipeline.retrieval.checks import hnsw_recall
+from catret_pipeline.retrieval.checks import CHECKS, hnsw_recall
 from catret_pipeline.retrieval.collection import query_plan
 from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.retrieval.hnsw_store import load_index

@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from catret_pipeline.retrieval import assets
 from catret_pipeline.retrieval.schemas import (
     ACCEPTANCE_COLUMNS,
     INDEX_COLUMNS,
@@ -54,6 +53,3 @@ def test_run_rows_rank_each_list_from_one():
     with pytest.raises(ValueError, match="2 asins but 1 scores"):
         out.add("m", "all", "q", ["a", "b"], [1.0], "hnsw")
 
-
-def test_assets_reexports_the_index_table_schema():
-    assert assets.INDEX_COLUMNS is INDEX_COLUMNS and assets.SUMMARY_COLUMNS is SUMMARY_COLUMNS
