@@ -139,6 +139,31 @@ def test_unseen_name_is_encoded_on_the_fly(project, model):
         assert any("a photo of a {name}." in n for n in res.notes)
 
 
+def test_custom_clip_prompt_is_read_from_the_table_not_the_instance(project, tmp_path):
+    """A build with its own prompt, run on an instance ``catret search`` never sees (here an
+    ephemeral one): the prompt still comes back, from category_clip_embeddings' own file."""
+    from catret_pipeline.embeddings.config import CategoryClipConfig
+
+    src, _ = project
+    data = tmp_path / "data"
+    shutil.copytree(src, data)
+    custom = "catalogue picture: {name}"
+    result = dg.materialize(
+        _stage_defs(),
+        selection=["category_clip_embeddings"],
+        resources=build_resources(str(data)),
+        run_config=dg.RunConfig(
+            ops={"category_clip_embeddings": CategoryClipConfig(prompt=custom)}
+        ),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    res = search(data, UNSEEN, "clip", "specific", 3)
+    assert res.query_source == "encoded"
+    assert any(custom in n for n in res.notes), res.notes
+    assert not any("could not be recovered" in n for n in res.notes)
+
+
 def test_on_the_fly_encoding_reproduces_stored_vectors(project):
     """The unseen-name path must land in the space the index was built in."""
     from catret_pipeline.fusion.inference import encode_queries

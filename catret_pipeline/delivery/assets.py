@@ -14,6 +14,7 @@ from pydantic import Field
 from catret_pipeline.catalogue.splits import SETTINGS
 from catret_pipeline.delivery import rankings, serving_index
 from catret_pipeline.delivery.choice import choices_frame, choose_model, parse_override
+from catret_pipeline.embeddings.prompt import recorded_prompt
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.markdown import markdown_table
 from catret_pipeline.retrieval.config import IndexConfig, index_params
@@ -102,12 +103,13 @@ def category_rankings(
         .select("asin", pl.col("cache_path").alias("image_path"))
     )
     tables = _tables(storage)
+    prompt = recorded_prompt(storage.asset_path("category_clip_embeddings"))
     previous = storage.read_previous("category_rankings")
     nodes = category_tree.sort("node_id").select("node_id", "name").rows()
     parts, meta = [], {}
     for setting, model in serving_models.select("setting", "model").rows():
         mv = vectors.model_vectors(
-            storage.root, _specs(clip, text_encoder), tables, model, setting, asins
+            storage.root, _specs(clip, text_encoder), tables, model, setting, asins, prompt
         )
         labels, unit = rankings.unit_catalogue(mv.asins, mv.vectors)
         cat_fp = rankings.catalogue_fingerprint(labels, unit)
@@ -154,7 +156,10 @@ def _catalogue_vectors(
     from catret_pipeline.serving import vectors
 
     asins = sorted(products.select("asin").collect().unique()["asin"].to_list())
-    return vectors.model_vectors(storage.root, specs, _tables(storage), model, setting, asins)
+    prompt = recorded_prompt(storage.asset_path("category_clip_embeddings"))
+    return vectors.model_vectors(
+        storage.root, specs, _tables(storage), model, setting, asins, prompt
+    )
 
 
 @dg.asset(

@@ -11,6 +11,7 @@ from catret_pipeline.embeddings.encoding import ChunkEncoder, ClipText, Sentence
 from catret_pipeline.embeddings.runner import EmbeddingJob, run_incremental
 from catret_pipeline.encoders.resources import OpenClipEncoder, TextEncoder
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline.storage.table_summary import summary_fields
 
 KEYS = ("node_id", "name")
 
@@ -62,6 +63,9 @@ def category_embeddings(
     group_name=GROUP,
     kinds=KINDS,
     description="CLIP text-tower embedding of a prompt per category name (CLIP zero-shot baseline).",
+    # The prompt travels in the file: `catret search` and the serving store encode new names
+    # with the same prompt without asking the Dagster instance.
+    metadata=summary_fields("prompt"),
 )
 def category_clip_embeddings(
     context: dg.AssetExecutionContext,

@@ -19,9 +19,16 @@ from catret_pipeline.embeddings.encoding import (
     SentenceText,
 )
 from catret_pipeline.embeddings.runner import EmbeddingJob, run_incremental
-from catret_pipeline.embeddings.shard_assets import merge_asset, shard_key
+from catret_pipeline.embeddings.shard_assets import (
+    SHARD_SUMMARY,
+    merge_asset,
+    shard_fan_out,
+    shard_key,
+)
 from catret_pipeline.embeddings.sharding import SHARD_GROUP, shard_mask
+from catret_pipeline.fan_out import assemble
 from catret_pipeline.storage.resources import CatretStorage
+from catret_pipeline.storage.table_summary import summary_fields
 
 #: Current input of one product-level embedding: (context, products, product_images or None).
 CurrentFn = Callable[..., pl.DataFrame]
@@ -162,6 +169,7 @@ def _product_asset(
             "group_name": SHARD_GROUP,
             "description": f"Hash shard {shard[0]} of {shard[1]} of {spec.name} "
             f"(asins with sha1(asin) mod {shard[1]} == {shard[0]}). {spec.description}",
+            "metadata": summary_fields(*SHARD_SUMMARY),
         }
     options |= {"kinds": KINDS, "required_resource_keys": {spec.resource, "storage"}}
     if spec.needs_images:
@@ -196,6 +204,7 @@ def build_product_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
         return [_product_asset(spec) for spec in PRODUCT_EMBEDDINGS]
     out: list[dg.AssetsDefinition] = []
     for spec in PRODUCT_EMBEDDINGS:
-        out.extend(_product_asset(spec, (i, shards)) for i in range(shards))
-        out.append(merge_asset(spec, shards))
+        fan = shard_fan_out(spec.name, shards)
+        parts = [_product_asset(spec, (i, shards)) for i in range(shards)]
+        out.extend(assemble(fan, parts, merge_asset(spec, fan)))
     return out

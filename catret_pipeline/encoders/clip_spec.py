@@ -8,10 +8,11 @@ from them (:func:`resource_fields`). No torch, open_clip, pydantic or Dagster at
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from catret_pipeline.config_fields import described
 from catret_pipeline.storage.hashing import sha256_file
 
 #: What real runs use (see docs/models.md); needs the weights downloadable or cached.
@@ -76,8 +77,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 def _field(description: str, *, default: Any = MISSING, resource: bool = True, int8: bool = False):
     """A spec field. ``resource``: also a field of the ``clip`` resource (same name, default and
     description). ``int8``: used by int8-onnx only, so never part of ``model_id``."""
-    meta = {"description": description, "resource": resource, "int8_only": int8}
-    return field(default=default, metadata=meta)
+    return described(description, default=default, resource=resource, int8_only=int8)
 
 
 @dataclass(frozen=True)

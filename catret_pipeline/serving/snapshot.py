@@ -17,6 +17,7 @@ import polars as pl
 
 from catret_pipeline.catalogue.splits import SETTINGS
 from catret_pipeline.delivery import rankings
+from catret_pipeline.embeddings.prompt import recorded_prompt
 from catret_pipeline.serving import selection, tables, vectors
 from catret_pipeline.serving.encoders import EncoderSpecs
 from catret_pipeline.serving.index import ProductIndex, SavedIndex, build_product_index
@@ -187,6 +188,9 @@ def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot
     sig = tables.signature(root, table_store=config.table_store)
     t = tables.read_tables_once(root, config.table_store)
     specs = EncoderSpecs.from_config(config)
+    prompt = recorded_prompt(
+        tables.table_path(root, "category_clip_embeddings", config.table_store)
+    )
     products = _products(t)
     asins = sorted(products)
     choices = selection.choose_models(
@@ -199,7 +203,7 @@ def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot
     errors: dict[str, str] = {}
     for setting, choice in choices.items():
         try:
-            mv = vectors.model_vectors(root, specs, t, choice.model, setting, asins)
+            mv = vectors.model_vectors(root, specs, t, choice.model, setting, asins, prompt)
         except (tables.StoreError, ValueError) as exc:
             errors[setting] = f"{choice.model}: {exc}"
             continue

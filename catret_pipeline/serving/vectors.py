@@ -164,9 +164,10 @@ def clip_baseline(
     model: str,
     setting: str,
     asins: list[str],
+    clip_prompt: str | None = None,
 ) -> ModelVectors:
     from catret_pipeline.embeddings.assets import DEFAULT_CATEGORY_PROMPT
-    from catret_pipeline.search import recover_prompt
+    from catret_pipeline.embeddings.prompt import recover_prompt
     from catret_pipeline.serving import encoders
 
     _need(tables, "image_embeddings", "category_clip_embeddings")
@@ -179,9 +180,10 @@ def clip_baseline(
             f"names outside the tree need the CLIP model the build used; configured {spec.model_id}"
         )
     else:
-        prompt = (
-            recover_prompt(cats, [DEFAULT_CATEGORY_PROMPT, "{name}"]) or DEFAULT_CATEGORY_PROMPT
-        )
+        # The recorded prompt first (the table's own summary), proven against the stored
+        # hashes like the fallbacks, so a stale or missing record cannot mislead.
+        candidates = [p for p in (clip_prompt, DEFAULT_CATEGORY_PROMPT, "{name}") if p]
+        prompt = recover_prompt(cats, candidates) or DEFAULT_CATEGORY_PROMPT
 
         def encode(name: str) -> np.ndarray:
             text = prompt.replace("{name}", name)
@@ -197,12 +199,14 @@ def model_vectors(
     model: str,
     setting: str,
     asins: list[str],
+    clip_prompt: str | None = None,
 ) -> ModelVectors:
-    """Vectors of ``model`` for ``asins`` (every product) in ``setting``."""
+    """Vectors of ``model`` for ``asins`` (every product) in ``setting``; ``clip_prompt`` is
+    the prompt recorded with ``category_clip_embeddings`` (``search.recorded_prompt``)."""
     from catret_pipeline.fusion.features import MODEL_SPECS
 
     if model in ("clip", "clip-random-init"):
-        return clip_baseline(data_dir, specs, tables, model, setting, asins)
+        return clip_baseline(data_dir, specs, tables, model, setting, asins, clip_prompt)
     if model in ("mpnet", "minilm", "text-zero-shot"):
         return text_baseline(data_dir, specs, tables, model, setting, asins)
     if model in MODEL_SPECS:

@@ -4,7 +4,9 @@ or ``<table_store>/<asset key>.parquet`` when ``table_store`` is a URL (see
 
 Writes are atomic (a temp file + rename locally, one whole-object upload remotely); loads are
 lazy when the downstream parameter is annotated ``pl.LazyFrame``. Row count, column schema and a preview are
-attached to every materialisation so the UI shows them without opening the file.
+attached to every materialisation so the UI shows them without opening the file. An asset that
+names summary fields (:mod:`catret_pipeline.storage.table_summary`) also gets those values of its
+output metadata written into the file's footer, for code that reads them back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from catret_pipeline.markdown import frame_markdown
+from catret_pipeline.storage.table_summary import wanted_summary, with_summary
 from catret_pipeline.storage.tables import (
     TABLE_STORE_HELP,
     TablePath,
@@ -75,7 +78,8 @@ class ParquetIOManager(ConfigurableIOManager):
             )
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self._file(list(context.asset_key.path), partition)
-        write_table(obj, path)
+        summary = wanted_summary(context.definition_metadata, context.output_metadata)
+        write_table(with_summary(obj.to_arrow(), summary) if summary else obj, path)
         context.add_output_metadata(table_metadata(obj, path))
 
     def load_input(self, context: InputContext) -> pl.DataFrame | pl.LazyFrame:

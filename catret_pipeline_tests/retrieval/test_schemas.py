@@ -52,4 +52,3 @@ def test_run_rows_rank_each_list_from_one():
     assert RunRows().frame().schema == pl.Schema(RUN_COLUMNS)
     with pytest.raises(ValueError, match="2 asins but 1 scores"):
         out.add("m", "all", "q", ["a", "b"], [1.0], "hnsw")
-
