@@ -372,8 +372,10 @@ SHARDS = 3
 TARGETS = ["title_clip_embeddings", "retrieval_runs"]
 #: Scores may differ this much: fused vectors differ by ~2e-5 between the builds.
 SCORE_ATOL = 1e-4
-# Few epochs: the point is that the same inputs give the same heads, not a good model.
-RUN_CONFIG = {"ops": {"fusion_models": {"config": {"epochs": 3, "min_steps": 0}}}}
+# Few epochs: the point is that the same inputs give the same heads, not a good model. One
+# worker: the heads train in the step's own process, not in a pool spawned (and importing torch
+# again) in each build; the pool is tested in fusion/test_train.py and workers/.
+RUN_CONFIG = {"ops": {"fusion_models": {"config": {"epochs": 3, "min_steps": 0, "workers": 1}}}}
 
 
 def _selection(defs: dg.Definitions) -> list[dg.AssetKey]:

@@ -18,6 +18,7 @@ A step seen before the one killed has finished (the in-process executor runs one
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -32,6 +33,20 @@ from catret_pipeline.definitions import build_definitions
 #: Small but complete: every model trains, every index is built, every report is written.
 #: More runs than the graph has steps means a step is killed again and again.
 MAX_RUNS = 60
+
+#: What the steps import lazily (inside their functions): imported here, in the parent, so a
+#: forked child does not pay seconds of imports (torch, sentence-transformers, ...) in every run.
+LAZY_IMPORTS = (
+    "torch",
+    "torchvision.transforms",
+    "open_clip",
+    "sentence_transformers",
+    "huggingface_hub",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
+    "scipy.stats",
+    "bm25s.stopwords",
+)
 
 RUN_CONFIG = {
     "ops": {
@@ -125,6 +140,8 @@ def _steps(log: Path) -> list[str]:
 
 def main() -> None:
     data_dir, raw_root, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir.parent / f"{data_dir.name}.renames"
     logs.mkdir(exist_ok=True)
