@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from catret_pipeline.serving.store import Store
+from catret_pipeline_tests.search.test_search import TRAINED, _known, project  # noqa: F401 (fixture)
 from catret_pipeline_tests.serving.conftest import http_get
 from catret_pipeline_tests.support import query_encoders
-from catret_pipeline_tests.test_search import TRAINED, _known, project  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
