@@ -46,6 +46,10 @@ ENV_IMAGE_ALLOW_HOSTS = "CATRET_IMAGE_ALLOW_HOSTS"
 #: (``file:///abs/dir``, ``s3://bucket/prefix``, ``gs://...``, ``memory://...``) read and written
 #: through universal_pathlib / fsspec. Binary artefacts stay under the data dir.
 ENV_TABLE_STORE = "CATRET_TABLE_STORE"
+#: Where the binary artefacts (indexes, head weights, image cache, checkpoints, ONNX exports,
+#: reports) live: unset / "" = under the data dir; else a URL as for ``CATRET_TABLE_STORE``
+#: (docs/scaling.md). ``catret.duckdb`` and ``model_cache/`` stay under the data dir.
+ENV_ARTEFACT_STORE = "CATRET_ARTEFACT_STORE"
 #: Category tree of the generated sample (``--sample-shape``): ``sample`` = the hand-written
 #: vocabulary tree (default), ``paper`` = a procedural tree shaped like the paper's XMarket US
 #: set (5,471 categories on 9 levels; docs/sample.md).
@@ -136,6 +140,7 @@ class CatretConfig:
     image_mirror: str
     image_allow_hosts: tuple[str, ...] = ()
     table_store: str = ""
+    artefact_store: str = ""
     profile: str = "offline"
     sample_shape: str = SAMPLE_SHAPES[0]
     sample_products: int = DEFAULT_SAMPLE_PRODUCTS
@@ -174,6 +179,7 @@ class CatretConfig:
             else str(sample / "images"),
             image_allow_hosts=_allow_hosts(env.get(ENV_IMAGE_ALLOW_HOSTS, "")),
             table_store=env.get(ENV_TABLE_STORE, "").strip(),
+            artefact_store=env.get(ENV_ARTEFACT_STORE, "").strip(),
             profile=profile,
             sample_shape=_choice(env, ENV_SAMPLE_SHAPE, SAMPLE_SHAPES, SAMPLE_SHAPES[0]),
             sample_products=_int(env, ENV_SAMPLE_PRODUCTS, DEFAULT_SAMPLE_PRODUCTS, 1),

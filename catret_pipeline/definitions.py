@@ -106,7 +106,9 @@ def build_resources(
     data = str(cfg.data_dir)
     return {
         "io_manager": ParquetIOManager(data_dir=data, table_store=cfg.table_store),
-        "storage": CatretStorage(data_dir=data, table_store=cfg.table_store),
+        "storage": CatretStorage(
+            data_dir=data, table_store=cfg.table_store, artefact_store=cfg.artefact_store
+        ),
         "xmarket": XMarketSource(root=str(cfg.raw_root)),
         "image_fetcher": ImageFetcher(
             mirror_dir=cfg.image_mirror, allow_hosts=list(cfg.image_allow_hosts)

@@ -103,6 +103,7 @@ def _catalogue_search(args: argparse.Namespace, config: CatretConfig):
 
 def cmd_search(args: argparse.Namespace) -> int:
     from catret_pipeline.search import SearchError, print_results, search, write_contact_sheet
+    from catret_pipeline.storage.artefacts import artefact_root
 
     config = configure(args, create=False)
     if args.catalogue:
@@ -124,7 +125,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             return 2
     print_results(hits, args.query, hits.model, hits.setting)
     if args.sheet:
-        path = write_contact_sheet(hits, config.data_dir, args.sheet, title=args.query)
+        images = artefact_root(config.data_dir, config.artefact_store)
+        path = write_contact_sheet(hits, images, args.sheet, title=args.query)
         print(f"contact sheet: {path}")
     return 0
 

@@ -109,7 +109,7 @@ def category_rankings(
     parts, meta = [], {}
     for setting, model in serving_models.select("setting", "model").rows():
         mv = vectors.model_vectors(
-            storage.root, _specs(clip, text_encoder), tables, model, setting, asins, prompt
+            storage.artefact_root, _specs(clip, text_encoder), tables, model, setting, asins, prompt
         )
         labels, unit = rankings.unit_catalogue(mv.asins, mv.vectors)
         cat_fp = rankings.catalogue_fingerprint(labels, unit)
@@ -158,7 +158,7 @@ def _catalogue_vectors(
     asins = sorted(products.select("asin").collect().unique()["asin"].to_list())
     prompt = recorded_prompt(storage.asset_path("category_clip_embeddings"))
     return vectors.model_vectors(
-        storage.root, specs, _tables(storage), model, setting, asins, prompt
+        storage.artefact_root, specs, _tables(storage), model, setting, asins, prompt
     )
 
 
@@ -196,7 +196,7 @@ def serving_indexes(
             else np.zeros((0, unit.shape[1] if unit.ndim == 2 else 0), np.float32)
         )
         row = serving_index.refresh_serving_index(
-            storage.root,
+            storage.artefact_root,
             setting,
             mv.model,
             labels,
@@ -232,7 +232,8 @@ def serving_index_recall(
 ) -> dg.AssetCheckResult:
     built = serving_indexes.filter(pl.col("index_path").is_not_null())
     results = [
-        serving_index.check_serving_index(storage.root, r) for r in built.iter_rows(named=True)
+        serving_index.check_serving_index(storage.artefact_root, r)
+        for r in built.iter_rows(named=True)
     ]
     if not results:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no serving index was built"})

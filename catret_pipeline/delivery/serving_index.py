@@ -15,7 +15,6 @@ model changed (another model's vectors are a different space, whatever their cou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -24,6 +23,7 @@ from catret_pipeline.retrieval.hnsw_params import HnswParams, UpdatePolicy
 from catret_pipeline.retrieval.hnsw_search import RecallTarget, recall_at_k, recall_queries
 from catret_pipeline.retrieval.hnsw_store import load_index, read_index_meta
 from catret_pipeline.retrieval.hnsw_update import refresh_index
+from catret_pipeline.storage.artefacts import ArtefactPath, artefact_path
 
 RECALL_K = 10
 #: Folder (under the data dir) of the serving indexes: ``<setting>.bin`` + ``.labels.parquet``.
@@ -66,7 +66,7 @@ def index_paths(setting: str) -> tuple[str, str]:
     return f"{INDEX_DIR}/{setting}.bin", f"{INDEX_DIR}/{setting}.labels.parquet"
 
 
-def _model_changed(path_labels: Path, model: str) -> bool:
+def _model_changed(path_labels: ArtefactPath, model: str) -> bool:
     if not path_labels.exists():
         return False
     try:
@@ -76,7 +76,7 @@ def _model_changed(path_labels: Path, model: str) -> bool:
 
 
 def refresh_serving_index(
-    root: Path,
+    root: ArtefactPath,
     setting: str,
     model: str,
     labels: np.ndarray,
@@ -101,7 +101,7 @@ def refresh_serving_index(
         row["reason"] = "no product vectors"
         return row
     rel_bin, rel_labels = index_paths(setting)
-    path_bin, path_labels = root / rel_bin, root / rel_labels
+    path_bin, path_labels = artefact_path(root, rel_bin), artefact_path(root, rel_labels)
     if _model_changed(path_labels, model):
         policy = UpdatePolicy(
             rebuild_fraction=policy.rebuild_fraction,
@@ -148,11 +148,13 @@ def refresh_serving_index(
     return row
 
 
-def check_serving_index(root: Path, row: dict) -> dict:
+def check_serving_index(root: ArtefactPath, row: dict) -> dict:
     """Load a saved index back and measure it on its own; ``problem`` says what is wrong when
     its files are not the model and item count its row names, or recall@10 on a product sample
     drawn with another seed than the build's is below the row's bound."""
-    loaded = load_index(root / row["index_path"], root / row["labels_path"])
+    loaded = load_index(
+        artefact_path(root, row["index_path"]), artefact_path(root, row["labels_path"])
+    )
     vecs = loaded.vectors()
     out = {"setting": row["setting"], "model": row["model"], "n_items": loaded.n}
     empty = np.zeros((0, loaded.dim), np.float32)

@@ -9,11 +9,10 @@ files, the encoder and the logging, and leaves Dagster to :meth:`EmbeddingResult
 
 from __future__ import annotations
 
-import shutil
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -29,6 +28,7 @@ from catret_pipeline.embeddings.incremental import (
     plan_incremental,
 )
 from catret_pipeline.markdown import frame_markdown
+from catret_pipeline.storage.artefacts import ArtefactPath, read_bytes, remove_tree
 from catret_pipeline.storage.resources import CatretStorage
 
 
@@ -87,7 +87,7 @@ class EmbeddingResult:
         return meta
 
 
-def _checkpoint_dir(storage: CatretStorage, key_path: Sequence[str]) -> Path:
+def _checkpoint_dir(storage: CatretStorage, key_path: Sequence[str]) -> ArtefactPath:
     return storage.path("checkpoints", *key_path)
 
 
@@ -95,7 +95,7 @@ def _read_checkpoints(log, storage: CatretStorage, job: EmbeddingJob) -> list[pl
     parts = []
     for f in sorted(_checkpoint_dir(storage, job.path).glob("part-*.parquet")):
         try:
-            parts.append(pl.read_parquet(f))
+            parts.append(pl.read_parquet(io.BytesIO(read_bytes(f))))
         except Exception as exc:  # a damaged part only costs re-encoding its rows
             log.warning(f"{job.name}: ignoring unreadable checkpoint {f.name}: {exc}")
     return parts
@@ -238,7 +238,7 @@ def run_incremental(
         dim = embedding_dim(plan.reused) or job.encoder.dim
         encoded = pl.DataFrame()
     table, stats = combine(plan, encoded, dim, extra=job.encoder.extra)
-    shutil.rmtree(_checkpoint_dir(storage, job.path), ignore_errors=True)
+    remove_tree(_checkpoint_dir(storage, job.path))
     report = _failure_report(todo, list(job.keys), failures)
     if failures:
         log.warning(f"{job.name}: {len(failures)} rows could not be encoded and have no embedding")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from catret_pipeline.storage.artefacts import open_image_source
 from catret_pipeline.workers.lifetime import exit_with
 
 #: (tensors of the rows that decoded, their positions in the batch, {position: error}).
@@ -39,7 +40,7 @@ class ImageLoader:
         if isinstance(item, Image.Image):
             img = item
         else:
-            img = Image.open(item)
+            img = Image.open(open_image_source(item))
             img.draft("RGB", (self.size, self.size))
         return self.preprocess(img.convert("RGB"))
 
@@ -103,7 +104,7 @@ def _decode_chunk(items: list) -> list[tuple[int, Any, str | None]]:
         try:
             img = item
             if not isinstance(item, Image.Image):
-                img = Image.open(item)
+                img = Image.open(open_image_source(item))
                 img.draft("RGB", (_WORKER_SIZE, _WORKER_SIZE))
             arr = np.asarray(_WORKER_STAGE(img.convert("RGB")), dtype=np.uint8)
             out.append((pos, arr, None))

@@ -21,6 +21,7 @@ import polars as pl
 import torch
 
 from catret_pipeline.fusion.retrain import KEY_COLUMNS, StoredHead
+from catret_pipeline.storage.artefacts import read_bytes
 from catret_pipeline.storage.atomic import (
     atomic_write_bytes,
     atomic_write_parquet,
@@ -106,7 +107,7 @@ def read_train_keys(
     if sha != expected_sha256:
         return None, f"training key file {path.name} does not match the weights"
     try:
-        keys = pl.read_parquet(path)
+        keys = pl.read_parquet(io.BytesIO(read_bytes(path)))
     except Exception as exc:  # any unreadable file means "retrain", never a crash
         return None, f"training key file {path.name} is unreadable ({type(exc).__name__})"
     if any(c not in keys.columns for c in KEY_COLUMNS):

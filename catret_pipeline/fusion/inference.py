@@ -7,6 +7,7 @@ trained on.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from catret_pipeline.fusion.features import (
     model_spec,
 )
 from catret_pipeline.fusion.heads import FusionHeads, build_heads
+from catret_pipeline.storage.artefacts import read_bytes
 from catret_pipeline.vectors_math import l2_normalize
 
 ENCODE_CHUNK = 8192
@@ -87,7 +89,8 @@ def load_fusion_model(storage: HasPath, model: str, setting: str) -> LoadedFusio
             f"no trained fusion model at {pt} (+ .json); materialise the fusion_models asset first"
         )
     meta = json.loads(js.read_text(encoding="utf-8"))
-    payload = torch.load(pt, map_location="cpu", weights_only=True)
+    # Read whole through one handle: the weights may live on an object store (artefact_store).
+    payload = torch.load(io.BytesIO(read_bytes(pt)), map_location="cpu", weights_only=True)
     if payload.get("format") != ARTEFACT_FORMAT:
         raise ValueError(
             f"{pt} has artefact format {payload.get('format')}, expected {ARTEFACT_FORMAT}"

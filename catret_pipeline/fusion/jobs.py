@@ -35,6 +35,7 @@ from catret_pipeline.fusion.retrain import (
 )
 from catret_pipeline.fusion.schemas import new_row
 from catret_pipeline.fusion.train import TrainResult, resolve_device
+from catret_pipeline.storage.artefacts import relative_key
 
 
 @dataclasses.dataclass
@@ -176,7 +177,7 @@ def prepare_training(
     }
     config_fp = config_fingerprint(spec, setting, config, drop_empty, input_model_ids, dims)
     pt, _ = artefact_paths(storage, spec.name, setting)
-    row["artefact_path"] = str(pt.relative_to(storage.path()))
+    row["artefact_path"] = relative_key(storage.artefact_root, pt)
 
     stored = read_stored_head(storage, spec.name, setting)
     # Hashing every example costs ~0.3 s per 30k pairs: skip it when the data is identical.

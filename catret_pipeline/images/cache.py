@@ -13,14 +13,13 @@ unchanged and whose cache file still exists with the recorded size is reused aft
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from catret_pipeline.images.fetch import ALLOWED_FORMATS
+from catret_pipeline.storage.artefacts import ArtefactPath, relative_key
 from catret_pipeline.storage.atomic import atomic_write_bytes
 
 CACHE_DIR = "image_cache"
@@ -68,21 +67,22 @@ def parse_cache_path(rel: object) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class ImageCache:
-    """The cache under one data directory (``CatretStorage.root``)."""
+    """The cache under one artefact root (``CatretStorage.artefact_root``: the data dir, or
+    the artefact store's URL)."""
 
-    data_dir: Path
+    data_dir: ArtefactPath
 
     @classmethod
     def from_storage(cls, storage) -> ImageCache:
-        # storage.path() refuses anything escaping the data dir; resolve once here.
+        # storage.path() refuses anything escaping the artefact root; resolve once here.
         storage.path(CACHE_DIR)
-        return cls(Path(storage.root))
+        return cls(storage.artefact_root)
 
     @property
-    def root(self) -> Path:
+    def root(self) -> ArtefactPath:
         return self.data_dir / CACHE_DIR
 
-    def path(self, sha256: str, ext: str) -> Path:
+    def path(self, sha256: str, ext: str) -> ArtefactPath:
         return self.data_dir / relative_cache_path(sha256, ext)
 
     def put(self, data: bytes, ext: str) -> tuple[str, str, bool]:
@@ -107,12 +107,12 @@ class ImageCache:
         if parse_cache_path(rel) is None:
             return False
         try:
-            st = os.stat(self.data_dir / rel)
+            st = (self.data_dir / rel).stat()
         except OSError:
             return False
         return size is None or st.st_size == size
 
-    def files(self) -> list[Path]:
+    def files(self) -> list[ArtefactPath]:
         """Every cached image file (temp files excluded)."""
         if not self.root.is_dir():
             return []
@@ -122,8 +122,8 @@ class ImageCache:
             if p.is_file() and parse_cache_path(self.rel(p)) is not None
         )
 
-    def rel(self, path: Path) -> str:
-        return path.relative_to(self.data_dir).as_posix()
+    def rel(self, path: ArtefactPath) -> str:
+        return relative_key(self.data_dir, path)
 
     def prune(self, keep: set[str], dry_run: bool = False) -> tuple[int, int]:
         """Delete cached images whose relative path is not in ``keep``; (files, bytes) removed.

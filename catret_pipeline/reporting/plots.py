@@ -19,6 +19,7 @@ from catret_pipeline.reporting.paper import (
     display_name,
     model_sort_key,
 )
+from catret_pipeline.storage.artefacts import as_artefact_path
 from catret_pipeline.storage.atomic import atomic_write_bytes
 
 RELATION_COLOURS: dict[str, str] = {
@@ -234,7 +235,7 @@ def render_all(
     errors: pl.DataFrame,
 ) -> dict[str, Path]:
     """Every plot of :data:`PLOTS` under ``out_dir``; returns file name -> path."""
-    out = Path(out_dir)
+    out = as_artefact_path(out_dir)
     return {
         "rprec_p10_by_model.png": plot_model_setting_bars(metrics, out / "rprec_p10_by_model.png"),
         "rprec_by_depth.png": plot_metric_by_depth(per_query, out / "rprec_by_depth.png"),

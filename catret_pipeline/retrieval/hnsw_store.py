@@ -23,6 +23,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from catret_pipeline.storage.artefacts import as_artefact_path, staged_input
+from catret_pipeline.storage.artefacts import is_remote as is_remote_artefact
 from catret_pipeline.storage.atomic import atomic_path, write_parquet_table
 from catret_pipeline.storage.hashing import sha256_file
 
@@ -71,7 +73,7 @@ def save_index(
     the binary's size and sha256). ``extra`` (model, setting, seed, ...) is stored in the
     sidecar metadata. Returns it.
     """
-    path_bin, path_labels = Path(path_bin), Path(path_labels)
+    path_bin, path_labels = as_artefact_path(path_bin), as_artefact_path(path_labels)
     if set(labels_df.columns) < {"row_id", "asin"}:
         raise ValueError(f"labels_df needs columns row_id, asin; got {labels_df.columns}")
     table = labels_df.select(pl.col("row_id").cast(pl.Int64), pl.col("asin").cast(pl.String)).sort(
@@ -124,7 +126,12 @@ def save_index(
 
 
 def read_index_meta(path_labels: str | os.PathLike) -> dict[str, Any]:
-    schema_meta = pq.read_schema(path_labels).metadata or {}
+    path_labels = as_artefact_path(path_labels)
+    if is_remote_artefact(path_labels):
+        with path_labels.open("rb") as fh:
+            schema_meta = pq.read_schema(fh).metadata or {}
+    else:
+        schema_meta = pq.read_schema(path_labels).metadata or {}
     if META_KEY not in schema_meta:
         raise ValueError(
             f"{path_labels} has no {META_KEY.decode()} metadata: not a catret label map"
@@ -204,10 +211,14 @@ def load_index(
     it: a damaged file or one from another save (same size after an update that removed as
     many items as it added) is refused instead of mislabelling results or crashing hnswlib.
     """
-    path_bin, path_labels = Path(path_bin), Path(path_labels)
+    path_bin, path_labels = as_artefact_path(path_bin), as_artefact_path(path_labels)
     for p in (path_bin, path_labels):
         if not p.exists():
             raise FileNotFoundError(f"HNSW index file missing: {p}")
+    if is_remote_artefact(path_bin) or is_remote_artefact(path_labels):
+        # hnswlib reads only local files: both halves are downloaded, then checked as a pair.
+        with staged_input(path_bin) as local_bin, staged_input(path_labels) as local_labels:
+            return load_index(local_bin, local_labels, ef=ef, verify=verify)
     meta = read_index_meta(path_labels)
     _check_readable(meta, path_labels)
     size = path_bin.stat().st_size

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import hnswlib
@@ -30,6 +29,7 @@ from catret_pipeline.retrieval.hnsw_store import (
     read_index_meta,
     save_index,
 )
+from catret_pipeline.storage.artefacts import as_artefact_path
 from catret_pipeline.vectors_math import l2_normalize
 
 
@@ -95,7 +95,7 @@ def plan_index_update(
     params = params or HnswParams()
     policy = policy or UpdatePolicy()
     keys, vecs = _new_items(asins, vectors)
-    path_bin, path_labels = Path(path_bin), Path(path_labels)
+    path_bin, path_labels = as_artefact_path(path_bin), as_artefact_path(path_labels)
     if policy.force_rebuild:
         return IndexPlan("built", "forced (force_rebuild)", added=keys)
     missing = [p.name for p in (path_bin, path_labels) if not p.exists()]

@@ -29,6 +29,7 @@ from catret_pipeline.retrieval.schemas import (
     new_index_row,
 )
 from catret_pipeline.retrieval.vectors import VectorTables
+from catret_pipeline.storage.artefacts import relative_key
 from catret_pipeline.storage.resources import CatretStorage
 
 
@@ -96,8 +97,8 @@ def index_row(
     row_id_of = dict(zip(done.loaded.labels.tolist(), done.loaded.row_ids.tolist(), strict=True))
     ids = np.array([row_id_of[a] for a in products.keys], dtype=np.int64)
     row |= {
-        "index_path": str(bin_path.relative_to(storage.root)),
-        "labels_path": str(labels_path.relative_to(storage.root)),
+        "index_path": relative_key(storage.artefact_root, bin_path),
+        "labels_path": relative_key(storage.artefact_root, labels_path),
         "ef": done.loaded.ef,
         "bytes": int(done.meta["index_bytes"]),
         "build_seconds": round(done.seconds, 4),

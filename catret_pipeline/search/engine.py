@@ -26,6 +26,7 @@ from catret_pipeline.search.results import (
     SearchError,
     SearchResults,
 )
+from catret_pipeline.storage.artefacts import artefact_path, artefact_root
 
 
 def _bm25(cfg: CatretConfig, setting: str, name: str, k: int) -> tuple[list[str], np.ndarray]:
@@ -83,7 +84,10 @@ def _vector_search(
             f"vectors; available: {available_text(indexes)}"
         )
     try:
-        loaded = load_index(cfg.data_dir / rec["index_path"], cfg.data_dir / rec["labels_path"])
+        root = artefact_root(cfg.data_dir, cfg.artefact_store)
+        loaded = load_index(
+            artefact_path(root, rec["index_path"]), artefact_path(root, rec["labels_path"])
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise SearchError(f"{model}/{setting}: {exc} ({MATERIALIZE_HINT})") from exc
     vec, source, notes = query_vector(cfg, model, setting, name)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from catret_pipeline.search.results import Hit, SearchResults
+from catret_pipeline.storage.artefacts import ArtefactPath, as_artefact_path, open_image_source
 from catret_pipeline.storage.atomic import atomic_write_bytes
 
 
@@ -93,14 +94,14 @@ def _wrap(draw, text: str, font, width: int, lines: int = CAPTION_LINES - 1) -> 
     return out
 
 
-def _tile_image(root: Path, hit: Hit):
+def _tile_image(root: ArtefactPath, hit: Hit):
     from PIL import Image, ImageDraw, ImageOps
 
     tile = Image.new("RGB", (TILE, TILE), (235, 235, 235))
     reason = "no image"
     if hit.image_path:
         try:
-            with Image.open(root / hit.image_path) as im:
+            with Image.open(open_image_source(root / hit.image_path)) as im:
                 im = ImageOps.exif_transpose(im).convert("RGB")
                 im = ImageOps.contain(im, (TILE, TILE))
                 tile.paste(im, ((TILE - im.width) // 2, (TILE - im.height) // 2))
@@ -121,7 +122,7 @@ def render_contact_sheet(
     """The sheet as a PIL image: header, then one tile per hit with rank, score and title."""
     from PIL import Image, ImageDraw
 
-    root = Path(data_dir).resolve()
+    root = as_artefact_path(data_dir)
     rows_hits = list(hits)
     cols = max(1, min(columns, len(rows_hits) or 1))
     n_rows = max(1, -(-len(rows_hits) // cols))

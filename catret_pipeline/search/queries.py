@@ -126,8 +126,9 @@ def _encode_trained(cfg: CatretConfig, model: str, setting: str, name: str) -> n
     from catret_pipeline.fusion import inference
     from catret_pipeline.serving import encoders
     from catret_pipeline.serving.vectors import ArtefactRoot
+    from catret_pipeline.storage.artefacts import artefact_root
 
-    storage = ArtefactRoot(cfg.data_dir)
+    storage = ArtefactRoot(artefact_root(cfg.data_dir, cfg.artefact_store))
     try:
         loaded = inference.load_fusion_model(storage, model, setting)
     except FileNotFoundError as exc:

@@ -23,6 +23,7 @@ from catret_pipeline.serving.images import CACHE_CONTROL, resolve_image
 from catret_pipeline.serving.openapi import openapi_document
 from catret_pipeline.serving.query import QueryError, parse_k
 from catret_pipeline.serving.store import Store, category_page, search, view_of
+from catret_pipeline.storage.artefacts import is_remote, read_bytes
 
 log = logging.getLogger("catret.serving")
 
@@ -88,7 +89,10 @@ def image(request: Request) -> Response:
     if found is None:
         return _error(404, "no such image")
     path, media = found
-    return FileResponse(path, media_type=media, headers={"Cache-Control": CACHE_CONTROL})
+    headers = {"Cache-Control": CACHE_CONTROL}
+    if is_remote(path):
+        return Response(read_bytes(path), media_type=media, headers=headers)
+    return FileResponse(path, media_type=media, headers=headers)
 
 
 def page(request: Request) -> Response:

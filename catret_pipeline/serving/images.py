@@ -7,10 +7,9 @@ absolute path, an encoded separator or a symlink pointing out of the cache is re
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from catret_pipeline.images.cache import CACHE_DIR, parse_cache_path
 from catret_pipeline.serving.snapshot import Snapshot
+from catret_pipeline.storage.artefacts import ArtefactPath, artefact_path, is_remote
 
 MEDIA_TYPES = {
     "jpg": "image/jpeg",
@@ -23,7 +22,7 @@ MEDIA_TYPES = {
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
-def resolve_image(snap: Snapshot, rel: str) -> tuple[Path, str] | None:
+def resolve_image(snap: Snapshot, rel: str) -> tuple[ArtefactPath, str] | None:
     """(file, media type) for a servable cache path, else None (the caller answers 404)."""
     if rel not in snap.image_paths:
         return None
@@ -33,8 +32,13 @@ def resolve_image(snap: Snapshot, rel: str) -> tuple[Path, str] | None:
     media = MEDIA_TYPES.get(parsed[1])
     if media is None:
         return None
-    cache_root = (snap.data_dir / CACHE_DIR).resolve()
-    path = (snap.data_dir / rel).resolve()
+    if is_remote(snap.artefacts):
+        # An object store has no symlinks; the key was matched exactly against the cache
+        # layout above, so it cannot name anything outside image_cache/.
+        path = artefact_path(snap.artefacts, rel)
+        return (path, media) if path.is_file() else None
+    cache_root = (snap.artefacts / CACHE_DIR).resolve()
+    path = (snap.artefacts / rel).resolve()
     if not path.is_relative_to(cache_root) or not path.is_file():
         return None
     return path, media

@@ -22,6 +22,7 @@ from catret_pipeline.serving import selection, tables, vectors
 from catret_pipeline.serving.encoders import EncoderSpecs
 from catret_pipeline.serving.index import ProductIndex, SavedIndex, build_product_index
 from catret_pipeline.serving.selection import ModelChoice
+from catret_pipeline.storage.artefacts import ArtefactPath, artefact_path, artefact_root
 
 if TYPE_CHECKING:
     from catret_pipeline.config import CatretConfig
@@ -73,6 +74,8 @@ class SettingView:
 @dataclass(frozen=True)
 class Snapshot:
     data_dir: Path
+    #: The root of the binary artefacts (the data dir, or the artefact store's ``UPath``).
+    artefacts: ArtefactPath
     signature: tuple
     loaded_at: float
     products: MappingProxyType  # asin -> Product
@@ -165,13 +168,13 @@ def _pages(
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _saved_indexes(t: dict[str, pl.DataFrame], root: Path) -> dict[str, SavedIndex]:
+def _saved_indexes(t: dict[str, pl.DataFrame], root: ArtefactPath) -> dict[str, SavedIndex]:
     df = t.get("serving_indexes")
     if df is None:
         return {}
     built = df.filter(pl.col("index_path").is_not_null())
     return {
-        setting: SavedIndex(model, root / bin_path, root / labels_path)
+        setting: SavedIndex(model, artefact_path(root, bin_path), artefact_path(root, labels_path))
         for setting, model, bin_path, labels_path in built.select(
             "setting", "model", "index_path", "labels_path"
         ).rows()
@@ -185,6 +188,7 @@ def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot
     no setting can be served at all this raises :class:`tables.StoreError`.
     """
     root = Path(config.data_dir).resolve()
+    art = artefact_root(root, config.artefact_store)
     sig = tables.signature(root, table_store=config.table_store)
     t = tables.read_tables_once(root, config.table_store)
     specs = EncoderSpecs.from_config(config)
@@ -198,12 +202,12 @@ def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot
     )
     nodes = _nodes(t["category_tree"])
     names = {n.node_id: n.name for n in nodes}
-    saved = _saved_indexes(t, root)
+    saved = _saved_indexes(t, art)
     views: dict[str, SettingView] = {}
     errors: dict[str, str] = {}
     for setting, choice in choices.items():
         try:
-            mv = vectors.model_vectors(root, specs, t, choice.model, setting, asins, prompt)
+            mv = vectors.model_vectors(art, specs, t, choice.model, setting, asins, prompt)
         except (tables.StoreError, ValueError) as exc:
             errors[setting] = f"{choice.model}: {exc}"
             continue
@@ -216,6 +220,7 @@ def load_snapshot(config: CatretConfig, override: str | None = None) -> Snapshot
         raise tables.StoreError("no setting can be served: " + "; ".join(errors.values()))
     return Snapshot(
         data_dir=root,
+        artefacts=art,
         signature=sig,
         loaded_at=time.time(),
         products=MappingProxyType(products),

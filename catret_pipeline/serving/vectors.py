@@ -17,6 +17,12 @@ import numpy as np
 import polars as pl
 
 from catret_pipeline.serving.tables import StoreError
+from catret_pipeline.storage.artefacts import (
+    ArtefactPath,
+    artefact_path,
+    as_artefact_path,
+    is_remote,
+)
 
 if TYPE_CHECKING:
     from catret_pipeline.serving.encoders import EncoderSpecs
@@ -40,17 +46,20 @@ class ModelVectors:
 
 
 class ArtefactRoot:
-    """``inference`` locates artefacts through ``path(*parts)`` under the data dir."""
+    """``inference`` locates artefacts through ``path(*parts)`` under the artefact root (the
+    data dir, or the ``artefact_store`` URL as a ``UPath``)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = Path(data_dir).resolve()
+    def __init__(self, root: ArtefactPath) -> None:
+        self.root = as_artefact_path(root)
+        if not is_remote(self.root):
+            self.root = self.root.resolve()
 
-    def path(self, *parts: str) -> Path:
-        # A model name is user input (``catret search --model``): never leave the data dir.
-        p = self.data_dir.joinpath(*parts).resolve()
-        if not p.is_relative_to(self.data_dir):
-            raise FileNotFoundError(f"path {p} escapes the data directory {self.data_dir}")
-        return p
+    def path(self, *parts: str) -> ArtefactPath:
+        # A model name is user input (``catret search --model``): never leave the root.
+        try:
+            return artefact_path(self.root, *parts)
+        except ValueError as exc:
+            raise FileNotFoundError(str(exc)) from exc
 
 
 def _need(tables: dict[str, pl.DataFrame], *names: str) -> None:

@@ -26,7 +26,9 @@ def build_duckdb_catalog_asset(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefi
         ),
     )
     def catret_duckdb(context: dg.AssetExecutionContext, storage: CatretStorage) -> pl.DataFrame:
-        db_path = storage.path(CATALOG_FILE)
+        # DuckDB's own file, opened by `catret sql` on this machine: always under the local
+        # data dir, whatever the artefact store.
+        db_path = storage.local_path(CATALOG_FILE)
         root = storage.tables_root
         views, copies = catalog_sources(root)
         # its own listing is not a view worth having

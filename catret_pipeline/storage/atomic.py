@@ -84,8 +84,16 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; rename it over ``target`` only on success."""
+def atomic_path(target) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it over ``target`` only on success.
+
+    A remote ``target`` (a ``UPath`` on an object store, see ``storage/artefacts.py``) gets a
+    local temporary file instead, uploaded in one call on success.
+    """
+    if _is_remote(target):
+        with _staged_upload(target) as tmp:
+            yield tmp
+        return
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.{host_tag()}-{os.getpid()}-"
@@ -108,6 +116,32 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def _is_remote(target) -> bool:
+    return hasattr(target, "fs") and not isinstance(target, Path)
+
+
+@contextlib.contextmanager
+def _staged_upload(target) -> Iterator[Path]:
+    # Object stores have no rename: the file is written completely first (a failure here
+    # uploads nothing), then sent in one call. On S3 / GCS a single PUT (or a multipart upload,
+    # committed as one object on completion) replaces the key atomically, so readers see the
+    # previous object until the new one is whole.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{host_tag()}-{os.getpid()}-", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        try:
+            target.fs.put_file(tmp, target.path)
+        except FileNotFoundError:
+            # Bucket stores have no folders; a hierarchical one (sftp, memory://) needs parents.
+            target.fs.makedirs(target.parent.path, exist_ok=True)
+            target.fs.put_file(tmp, target.path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
 def _fsync_dir(directory: Path) -> None:
     # The rename is only durable once the directory entry is flushed.
     with contextlib.suppress(OSError):
@@ -118,13 +152,13 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(target, data: bytes):
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
-    return Path(target)
+    return target if _is_remote(target) else Path(target)
 
 
-def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(target, text: str):
     return atomic_write_bytes(target, text.encode("utf-8"))
 
 
@@ -152,8 +186,8 @@ def write_parquet_table(table: pa.Table, path: str | os.PathLike) -> None:
     )
 
 
-def atomic_write_parquet(df: pl.DataFrame | pa.Table, target: str | os.PathLike) -> Path:
+def atomic_write_parquet(df: pl.DataFrame | pa.Table, target):
     table = df.to_arrow() if isinstance(df, pl.DataFrame) else df
     with atomic_path(target) as tmp:
         write_parquet_table(table, tmp)
-    return Path(target)
+    return target if _is_remote(target) else Path(target)

@@ -26,7 +26,8 @@ def update_from_file(
     ``copy_to`` also receives every chunk, so a file can be copied and hashed in one read;
     several files fed to one ``h`` hash as their concatenation.
     """
-    with open(path, "rb") as fh:
+    # A remote artefact (a UPath on an object store) opens through its own filesystem.
+    with path.open("rb") if hasattr(path, "fs") else open(path, "rb") as fh:
         while chunk := fh.read(CHUNK_BYTES):
             h.update(chunk)
             if copy_to is not None:

@@ -8,6 +8,12 @@ import polars as pl
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from catret_pipeline.storage.artefacts import (
+    ARTEFACT_STORE_HELP,
+    ArtefactPath,
+    artefact_path,
+    artefact_root,
+)
 from catret_pipeline.storage.atomic import atomic_write_parquet
 from catret_pipeline.storage.tables import (
     TABLE_STORE_HELP,
@@ -26,22 +32,33 @@ class CatretStorage(ConfigurableResource):
     ``indexes/`` HNSW binaries, ``models/`` trained heads, ``image_cache/`` content-addressed
     images, ``reports/`` Markdown + PNG, ``checkpoints/`` resumable part files,
     ``catret.duckdb`` the SQL catalogue. With ``table_store`` set the table assets live at that
-    URL instead of ``assets/``; everything else stays under ``data_dir``.
+    URL instead of ``assets/``; with ``artefact_store`` set the binary artefacts live at that
+    URL (same relative layout); ``catret.duckdb``, ``model_cache/`` and the build lock stay
+    under ``data_dir``.
     """
 
     data_dir: str
     table_store: str = Field(default="", description=TABLE_STORE_HELP)
+    artefact_store: str = Field(default="", description=ARTEFACT_STORE_HELP)
 
     @property
     def root(self) -> Path:
+        """The local data directory (the DuckDB catalogue, model cache and locks)."""
         return Path(self.data_dir).resolve()
 
-    def path(self, *parts: str) -> Path:
-        """An artefact path under the data dir, refusing anything that escapes it."""
-        p = (self.root / Path(*parts)).resolve()
-        if self.root != p and self.root not in p.parents:
-            raise ValueError(f"path {p} escapes the data directory {self.root}")
-        return p
+    def local_path(self, *parts: str) -> Path:
+        """A file that stays under the local data dir (``catret.duckdb``), never on a store."""
+        return artefact_path(self.root, *parts)
+
+    @property
+    def artefact_root(self) -> ArtefactPath:
+        """What artefact keys are relative to: the data dir, or the artefact store's URL."""
+        return artefact_root(self.root, self.artefact_store)
+
+    def path(self, *parts: str) -> ArtefactPath:
+        """An artefact path (local or on the artefact store), refusing anything that escapes
+        its root."""
+        return artefact_path(self.artefact_root, *parts)
 
     @property
     def tables_root(self) -> TablePath:
@@ -61,6 +78,6 @@ class CatretStorage(ConfigurableResource):
         path = self.asset_path(*asset_key)
         return read_tables([path], lazy=True) if path.exists() else None
 
-    def write_table(self, df: pl.DataFrame, *parts: str) -> Path:
-        """A Parquet artefact under the local data dir (checkpoints), not a table asset."""
+    def write_table(self, df: pl.DataFrame, *parts: str) -> ArtefactPath:
+        """A Parquet artefact (checkpoints) on the artefact store, not a table asset."""
         return atomic_write_parquet(df, self.path(*parts))
