@@ -117,8 +117,17 @@ def test_every_artefact_on_s3_gives_the_local_outputs(tmp_path, sample, local_bu
         fs = s3.filesystem()
         remote = _remote_tables(fs, "catret/assets")
         keys = [k[len("catret/data/") :] for k in fs.find("catret/data")]
+        # Unchanged data, second run: every head and index is found on the store and reused.
+        assert build(tmp_path, sample, store).success
+        again = _remote_tables(fs, "catret/assets")
 
     assert_same_outputs(_local_tables(local_build / "assets"), remote)
+    trained = again["fusion_models.parquet"].filter(pl.col("status") != "skipped")
+    assert trained.height and set(trained["status"]) == {"reused"}
+    built = again["hnsw_indexes.parquet"].filter(pl.col("action").is_not_null())
+    assert built.height and set(built["action"]) == {"unchanged"}
+    images = again["product_images.parquet"]
+    assert images.equals(remote["product_images.parquet"])
     # The binaries of the local build, key for key (checkpoints are removed once complete).
     local_keys = sorted(
         p.relative_to(local_build).as_posix()
