@@ -294,8 +294,10 @@ def _allow_hosts(text: str) -> tuple[str, ...]:
 
 
 def _clip_fields(env: Mapping[str, str], profile: str, data_dir: Path) -> dict[str, str | int]:
+    # The exported int8 tower is a binary artefact: beside the others on the artefact store.
+    store = env.get(ENV_ARTEFACT_STORE, "").strip().rstrip("/")
     out: dict[str, str | int] = {
-        "onnx_cache_dir": str(data_dir / "onnx_cache"),
+        "onnx_cache_dir": f"{store}/onnx_cache" if store else str(data_dir / "onnx_cache"),
         **PROFILES[profile]["clip"],
     }
     out.update({f: env[name] for f, name in _CLIP_STR_ENV if env.get(name)})

@@ -215,10 +215,17 @@ def cache_key(
     }
 
 
-def cache_file(cache_dir: str | Path, key: dict[str, Any]) -> Path:
+def cache_file(cache_dir: str | Path, key: dict[str, Any]):
+    """The cached tower's path: local, or on an object store when ``cache_dir`` is a URL."""
+    from catret_pipeline.storage.artefacts import artefact_root, is_remote
+
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model_name"])
-    return Path(cache_dir).expanduser() / f"{safe}-{digest[:16]}.int8.onnx"
+    name = f"{safe}-{digest[:16]}.int8.onnx"
+    root = artefact_root(".", str(cache_dir)) if "://" in str(cache_dir) else None
+    if root is not None and is_remote(root):
+        return root / name
+    return Path(cache_dir).expanduser() / name
 
 
 def use_reduce_range() -> bool:
@@ -230,7 +237,7 @@ def use_reduce_range() -> bool:
     return not int8_support(cpu_flags())[0]
 
 
-def _write_int8(model, image_size: int, target: Path, key: dict[str, Any]) -> None:
+def _write_int8(model, image_size: int, target, key: dict[str, Any]) -> None:
     import onnx
 
     from catret_pipeline.storage.atomic import atomic_path, atomic_write_text
@@ -254,7 +261,7 @@ def _write_int8(model, image_size: int, target: Path, key: dict[str, Any]) -> No
     atomic_write_text(target.with_suffix(".json"), json.dumps(key, indent=2, default=str))
 
 
-def int8_tower_file(clip, cache_dir: str | Path = "") -> Path:
+def int8_tower_file(clip, cache_dir: str | Path = ""):
     """The cached quantised tower of ``clip`` (a :class:`~catret_pipeline.encoders.openclip.
     ClipModel` whose torch model is fp32), exported and quantised first when missing."""
     key = cache_key(
@@ -307,14 +314,21 @@ def build_int8_session(
     import torch
 
     threads = threads if threads > 0 else torch.get_num_threads()
+    from catret_pipeline.storage.artefacts import staged_input
+
+    def open_session(path):
+        # onnxruntime reads a local file once, at session creation: a remote one is staged.
+        with staged_input(path) as local:
+            return make_session(local, threads)
+
     path = int8_tower_file(clip, cache_dir)
     try:
-        session = make_session(path, threads)
+        session = open_session(path)
     except Exception as exc:  # unreadable cache file (disk trouble, foreign file): rebuild once
         print(f"rebuilding unreadable int8 tower {path}: {exc}", file=sys.stderr)
         path.unlink(missing_ok=True)
         path = int8_tower_file(clip, cache_dir)
-        session = make_session(path, threads)
+        session = open_session(path)
     cosine = gate_cosine(clip, session)
     if cosine < min_cosine:
         from catret_pipeline.encoders.precision import cpu_flags, int8_support

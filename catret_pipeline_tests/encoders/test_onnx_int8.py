@@ -172,3 +172,30 @@ def test_importing_encoders_does_not_import_onnx():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_tower_cached_on_an_object_store(int8, jpegs, monkeypatch):
+    """With the artefact store on S3 (moto on 127.0.0.1) the exported tower is uploaded once and
+    a fresh process's model downloads it instead of exporting again."""
+    from catret_pipeline_tests.object_store import s3_server
+
+    with s3_server() as s3:
+        for name, value in s3.env.items():
+            monkeypatch.setenv(name, value)
+        store = f"{s3.bucket('onnx')}/onnx_cache"
+        remote = OpenClipEncoder(
+            model_name=TINY_MODEL, precision="int8-onnx", onnx_cache_dir=store, batch_size=4
+        )
+        exports = onnx_image.EXPORTS
+        first = remote.model()
+        assert exports + 1 == onnx_image.EXPORTS
+        assert [k.rsplit("/", 1)[1] for k in s3.filesystem().find("onnx/onnx_cache")] == sorted(
+            [first.onnx_path.rsplit("/", 1)[1], first.onnx_path.rsplit("/", 1)[1][:-5] + ".json"]
+        )
+        for key in [k for k in openclip._MODEL_CACHE if k[0] == remote.spec()]:
+            del openclip._MODEL_CACHE[key]
+        second = remote.model()
+        assert exports + 1 == onnx_image.EXPORTS  # downloaded, not exported again
+        np.testing.assert_array_equal(
+            second.encode_images(jpegs[:3]), int8.encode_images(jpegs[:3])
+        )
