@@ -16,6 +16,10 @@ from catret_pipeline.config import CatretConfig
 from catret_pipeline.definitions import build_definitions
 from catret_pipeline.fusion.assets import FusionModelsConfig
 from catret_pipeline.sample.generator import generate_sample
+from catret_pipeline.search.engine import search
+from catret_pipeline.serving.images import resolve_image
+from catret_pipeline.serving.snapshot import load_snapshot
+from catret_pipeline.serving.store import search as serving_search
 from catret_pipeline_tests.object_store import s3_server
 from catret_pipeline_tests.support import TEST_ENV
 
@@ -33,8 +37,8 @@ LOCATIONS = {
 FUSION = FusionModelsConfig(epochs=2, min_steps=0, proj_dim=32, hidden_dims=[64], workers=1)
 
 
-def build(root: Path, sample: Path, extra: dict[str, str]) -> dg.ExecuteInProcessResult:
-    """The build job of ``sample`` into ``root / 'data'`` with ``extra`` settings."""
+def config(root: Path, sample: Path, extra: dict[str, str]) -> CatretConfig:
+    """The settings of a build of ``sample`` into ``root / 'data'``, plus ``extra``."""
     env = (
         {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
         | TEST_ENV
@@ -45,7 +49,12 @@ def build(root: Path, sample: Path, extra: dict[str, str]) -> dg.ExecuteInProces
         }
         | extra
     )
-    defs = build_definitions(config=CatretConfig.from_env(env))
+    return CatretConfig.from_env(env)
+
+
+def build(root: Path, sample: Path, extra: dict[str, str]) -> dg.ExecuteInProcessResult:
+    """The build job of ``sample`` into ``root / 'data'`` with ``extra`` settings."""
+    defs = build_definitions(config=config(root, sample, extra))
     return defs.resolve_job_def("catret_build").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         run_config=dg.RunConfig(ops={"fusion_models": FUSION}),
@@ -120,6 +129,24 @@ def test_every_artefact_on_s3_gives_the_local_outputs(tmp_path, sample, local_bu
         # Unchanged data, second run: every head and index is found on the store and reused.
         assert build(tmp_path, sample, store).success
         again = _remote_tables(fs, "catret/assets")
+        # Search and serving read the same store: the local build's answers, and its images.
+        name = remote["category_tree.parquet"].sort("node_id")["name"][-1]
+        answers = {}
+        for label, cfg in (
+            ("local", config(local_build.parent, sample, {})),
+            ("s3", config(tmp_path, sample, store)),
+        ):
+            hits = search(cfg.data_dir, name, model="clip-ita", setting="specific", config=cfg)
+            snap = load_snapshot(cfg)
+            served = serving_search(snap, name)
+            image = next(h.image_path for h in served.hits if h.image_path)
+            path, _ = resolve_image(snap, image)
+            answers[label] = (
+                [h.asin for h in hits],
+                [h.asin for h in served.hits],
+                path.read_bytes(),
+            )
+        assert answers["s3"] == answers["local"]
 
     assert_same_outputs(_local_tables(local_build / "assets"), remote)
     trained = again["fusion_models.parquet"].filter(pl.col("status") != "skipped")
