@@ -137,6 +137,10 @@ def build_executor(config: CatretConfig) -> dg.ExecutorDefinition | None:
         else:
             executor_config["start_method"] = {"spawn": {}}
         return dg.multiprocess_executor.configured(executor_config)
+    if config.executor == "dask":
+        from catret_pipeline.workers.dask_executor import dask_executor_def
+
+        return dask_executor_def(config.dask_address, config.max_concurrent)
     raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {config.executor!r}")
 
 
