@@ -33,11 +33,10 @@ VECTOR_ATOL = 1e-5
 DASK = {"CATRET_EXECUTOR": "dask", "CATRET_MAX_CONCURRENT": "2"}
 
 
-def build(env: dict[str, str], data_dir: Path, raw_root: Path) -> subprocess.Popen:
-    """Start one build of ``raw_root`` into ``data_dir`` with ``env`` on top of the test
-    environment (the tiny encoders, one thread per process); :func:`finish` waits for it."""
+def _env(raw_root: Path) -> dict[str, str]:
+    """The test environment of a build of ``raw_root``: the tiny encoders, offline, one thread."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
-    full = (
+    return (
         base
         | TEST_ENV
         | {
@@ -50,11 +49,20 @@ def build(env: dict[str, str], data_dir: Path, raw_root: Path) -> subprocess.Pop
             "MKL_NUM_THREADS": "1",
         }
     )
+
+
+def build(env: dict[str, str], data_dir: Path, raw_root: Path) -> subprocess.Popen:
+    """Start one build of ``raw_root`` into ``data_dir`` with ``env`` on top of the test
+    environment (the tiny encoders, one thread per process); :func:`finish` waits for it."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = open(data_dir.parent / f"{data_dir.name}.log", "wb")  # noqa: SIM115 - closed in finish
     cmd = [sys.executable, "-m", "catret_pipeline_tests.integration.dask_build_driver"]
     proc = subprocess.Popen(
-        [*cmd, str(data_dir)], cwd=REPO, env=full | env, stdout=subprocess.PIPE, stderr=log
+        [*cmd, str(data_dir)],
+        cwd=REPO,
+        env=_env(raw_root) | env,
+        stdout=subprocess.PIPE,
+        stderr=log,
     )
     proc.log = log
     return proc
@@ -96,6 +104,48 @@ def test_the_dask_build_ran_its_steps_on_two_workers(builds):
     # dask.sizeof measured every step's events without a warning.
     assert "Sizeof calculation" not in dask["log"]
     assert "daemonic processes are not allowed to have children" not in dask["log"]
+
+
+#: What a run worker does with a run launched from the UI's "Materialize" button: rebuild the
+#: implicit asset job from the code location's module (the module-level ``defs``, configured by
+#: the environment) and execute it with the executor it carries.
+UI_RUN = """
+import json
+import os
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+job = ReconstructableRepository.for_module("catret_pipeline.definitions", "defs")
+job = job.get_reconstructable_job("__ASSET_JOB")
+keys = [dg.AssetKey(k) for k in ("raw_products", "quarantine", "products", "category_tree")]
+with dg.DagsterInstance.get() as instance:
+    with dg.execute_job(job, instance=instance, asset_selection=keys) as result:
+        pids = {e.step_key: e.pid for e in result.all_events if e.is_step_start}
+        executor = job.get_definition().executor_def.name
+        print(json.dumps({"success": result.success, "pid": os.getpid(), "step_pids": pids,
+                          "executor": executor}))
+"""
+
+
+def test_a_run_launched_like_the_ui_runs_on_the_dask_cluster(tmp_path, small_raw_root):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**_env(small_raw_root), **DASK, "CATRET_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [sys.executable, "-c", UI_RUN],
+        cwd=REPO,
+        env=env | {"DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["success"]
+    assert {"ingest_raw", "products", "category_tree"} <= set(summary["step_pids"])
+    # Dask workers, not the run worker (the subprocess) itself.
+    assert summary["pid"] not in summary["step_pids"].values()
+    assert summary["executor"] == "dask"
 
 
 def _normalised(df: pl.DataFrame, root: Path) -> pl.DataFrame:
