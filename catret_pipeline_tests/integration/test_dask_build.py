@@ -148,6 +148,30 @@ def test_a_run_launched_like_the_ui_runs_on_the_dask_cluster(tmp_path, small_raw
     assert summary["executor"] == "dask"
 
 
+def test_catret_materialize_runs_on_the_dask_cluster(tmp_path, small_raw_root):
+    import dagster as dg
+
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "catret_pipeline.cli", "materialize", "--data-dir", str(data)]
+    proc = subprocess.Popen(
+        [*cmd, "--executor", "dask", "--select", "+key:products or key:catret_duckdb"],
+        cwd=REPO,
+        env=_env(small_raw_root) | {"CATRET_MAX_CONCURRENT": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-4000:]
+    assert "DuckDB catalogue at" in out
+    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        (run,) = instance.get_runs()
+        starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+    pids = {e.dagster_event.step_key: e.dagster_event.pid for e in starts}
+    assert set(pids) == {"ingest_raw", "products", "catret_duckdb"}
+    assert proc.pid not in pids.values()  # Dask workers, not the CLI process
+
+
 def _normalised(df: pl.DataFrame, root: Path) -> pl.DataFrame:
     # Absolute paths into the data dir (the report and catalogue tables list them) name the dir.
     return df.with_columns(
