@@ -7,10 +7,12 @@ the job from the reconstructable pointer and runs that one step (dagster-dask's
 ``query_on_dask_worker``); Dask places the tasks, keeps the step order through the futures each
 task is handed, and reruns a task elsewhere when its worker dies.
 
-:class:`CatretDaskExecutor` is dagster-dask's executor with four changes, each small:
+:class:`CatretDaskExecutor` is dagster-dask's executor with these changes, each small:
 
 * a step whose upstream step failed is not run (dagster-dask submits it anyway and it fails
   loading an input that was never written), as the multiprocess executor abandons it;
+* a re-execution (from failure, or of some steps) waits only on the upstream steps it runs
+  again (dagster-dask looks up a future for every upstream step: KeyError);
 * task keys carry the run id: dagster-dask keys them ``<job>.<step>``, and Dask hands a second
   run's identically keyed task the first run's result while that is still held on a shared
   scheduler;
@@ -21,6 +23,7 @@ task is handed, and reruns a task elsewhere when its worker dies.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -124,7 +127,7 @@ class CatretDaskExecutor(DaskExecutor):
 
     def _cluster(self, job_name: str):
         if self.cluster_type == "existing":
-            return _nullcontext(self.cluster_configuration["address"])
+            return contextlib.nullcontext(self.cluster_configuration["address"])
         if self.cluster_type == "local":
             return dask.distributed.LocalCluster(**self.build_dict(job_name))
         raise dg.DagsterInvariantViolationError(
@@ -140,10 +143,14 @@ class CatretDaskExecutor(DaskExecutor):
         steps = {}
         for level in execution_plan.get_steps_to_execute_by_level():
             for step in level:
+                # Upstream steps of this plan only: in a re-execution (from failure, or of a
+                # selection) the others ran in the parent run and their outputs are stored.
+                # dagster-dask looks every one up and fails with a KeyError there.
                 upstream = {
                     key: futures[key]
                     for step_input in step.step_inputs
                     for key in step_input.dependency_keys
+                    if key in futures
                 }
                 futures[step.key] = client.submit(
                     run_step,
@@ -164,17 +171,6 @@ class CatretDaskExecutor(DaskExecutor):
                 plan_context.for_step(steps[future.key]).log.error(result.message)
                 continue
             yield from result
-
-
-class _nullcontext:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 @dg.executor(

@@ -47,13 +47,19 @@ def joined(left: dict, right: dict, slow: dict) -> dict:
     return {**left, **right, **slow, "joined": os.getpid()}
 
 
-@dg.asset
-def broken() -> int:
-    raise RuntimeError("broken on purpose")
+class BrokenConfig(dg.Config):
+    fail: bool = True
 
 
 @dg.asset
-def after_broken(broken: int) -> int:
+def broken(config: BrokenConfig) -> int:
+    if config.fail:
+        raise RuntimeError("broken on purpose")
+    return 1
+
+
+@dg.asset
+def after_broken(broken: int, left: dict) -> int:
     return broken + 1
 
 
@@ -70,7 +76,8 @@ def tiny_job(
     store: str, address: str = "", workers: int = 2, failing: bool = False
 ) -> dg.JobDefinition:
     """``left`` and ``right`` (roots), ``slow``, and ``joined`` of all three; or (``failing``)
-    ``left`` beside ``broken`` -> ``after_broken`` -> ``after_after``. Outputs are pickled
+    ``left`` and ``broken`` (fails unless configured not to) -> ``after_broken`` ->
+    ``after_after``. Outputs are pickled
     under ``store`` (:func:`load`)."""
     assets = FAILING if failing else PIDS
     job = dg.define_asset_job("tiny", executor_def=dask_executor_def(address, workers))

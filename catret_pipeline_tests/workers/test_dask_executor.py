@@ -126,18 +126,29 @@ def test_a_tiny_graph_runs_on_two_local_worker_processes(tmp_path, caplog):
 
 
 @pytest.mark.timeout(120)
-def test_a_failed_step_abandons_its_dependents_like_multiprocess(tmp_path):
+def test_a_failed_step_abandons_its_dependents_and_reexecutes_from_failure(tmp_path):
+    store = tmp_path / "store"
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        job = reconstructable_tiny_job(store=str(tmp_path / "store"), workers=2, failing=True)
+        job = reconstructable_tiny_job(store=str(store), workers=2, failing=True)
         with dg.execute_job(job, instance=instance, raise_on_error=False) as result:
             assert not result.success
             run_id = result.run_id
-        assert load(tmp_path / "store", "left")  # the independent branch ran
         failures = _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)
         starts = _events(instance, run_id, dg.DagsterEventType.STEP_START)
         messages = [e.user_message for e in instance.all_logs(run_id)]
+
+        # Re-executed from the failure (the UI's button), now with broken mended: only broken and
+        # its dependents run again, and after_broken reads left from the parent run.
+        mended = {"ops": {"broken": {"config": {"fail": False}}}}
+        options = dg.ReexecutionOptions.from_failure(run_id, instance)
+        with dg.execute_job(
+            job, instance=instance, run_config=mended, reexecution_options=options
+        ) as again:
+            assert again.success
+        rerun = _events(instance, again.run_id, dg.DagsterEventType.STEP_START)
+
     # Only the broken step failed: its dependents never started (dagster-dask alone runs them,
-    # and they fail loading an input that was never written).
+    # and they fail loading an input that was never written); the independent branch ran.
     assert [e.step_key for e in failures] == ["broken"]
     assert {e.step_key for e in starts} == {"left", "broken"}
     assert "Dependencies for step after_broken failed: ['broken']. Not executing." in messages
@@ -145,6 +156,8 @@ def test_a_failed_step_abandons_its_dependents_like_multiprocess(tmp_path):
         "Dependencies for step after_after were not executed: ['after_broken']. Not executing."
         in messages
     )
+    assert {e.step_key for e in rerun} == {"broken", "after_broken", "after_after"}
+    assert load(store, "after_after") == 3
 
 
 @pytest.fixture()
