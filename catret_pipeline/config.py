@@ -63,11 +63,19 @@ ENV_PROFILE = "CATRET_PROFILE"
 #: Hash shards of each product-level embedding asset (``image_embeddings``, ``title_embeddings``,
 #: ``title_clip_embeddings``, ``attribute_embeddings``); 1 = unsharded (see docs/scaling.md).
 ENV_EMBED_SHARDS = "CATRET_EMBED_SHARDS"
-#: Executor of the build job: unset = Dagster's default, ``in_process``, ``multiprocess``.
+#: Executor of the build job: unset = Dagster's default, ``in_process``, ``multiprocess``,
+#: ``dask`` (dagster-dask: a per-run local Dask cluster, or the one at ``CATRET_DASK_ADDRESS``).
 ENV_EXECUTOR = "CATRET_EXECUTOR"
-EXECUTORS = ("in_process", "multiprocess")
-#: Most step processes at once under the multiprocess executor (0 = one per CPU).
+EXECUTORS = ("in_process", "multiprocess", "dask")
+#: The executors that run each step in another process, rebuilding the job from the
+#: reconstructable pointer (``catret materialize`` launches those through ``dg.execute_job``).
+OUT_OF_PROCESS_EXECUTORS = ("multiprocess", "dask")
+#: Most step processes at once under the multiprocess executor, and the worker processes of the
+#: per-run local Dask cluster (0 = one per CPU).
 ENV_MAX_CONCURRENT = "CATRET_MAX_CONCURRENT"
+#: ``CATRET_EXECUTOR=dask``: the scheduler of an existing Dask cluster (``tcp://host:8786``);
+#: unset / empty = a ``LocalCluster`` started for each run.
+ENV_DASK_ADDRESS = "CATRET_DASK_ADDRESS"
 #: How the multiprocess executor starts step processes: ``forkserver`` (default where the
 #: platform has it) or ``spawn``.
 ENV_START_METHOD = "CATRET_START_METHOD"
@@ -76,6 +84,8 @@ START_METHODS = ("forkserver", "spawn")
 ENV_REFRESH_CRON = "CATRET_REFRESH_CRON"
 DEFAULT_REFRESH_CRON = "0 3 * * *"
 ENV_REFRESH_SENSOR_INTERVAL = "CATRET_REFRESH_SENSOR_INTERVAL"
+#: Scheduler address schemes of Dask's communication backends.
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
 #: ``catret serve``: the serving model per setting (``M`` or ``all=M,specific=M``; unset: the best
 #: validation R-precision per setting) and the product index (``auto``, ``exact``, ``hnsw``).
 ENV_SERVE_MODEL = "CATRET_SERVE_MODEL"
@@ -153,6 +163,8 @@ class CatretConfig:
     #: None: Dagster's default (multiprocess for launched runs, in-process for the CLI).
     executor: str | None = None
     max_concurrent: int = 0
+    #: "" = a per-run local Dask cluster (only used with ``executor="dask"``).
+    dask_address: str = ""
     start_method: str = "spawn"
     serve_model: str | None = None
     serve_index: str = "auto"
@@ -190,6 +202,7 @@ class CatretConfig:
             embed_shards=_int(env, ENV_EMBED_SHARDS, 1, 1),
             executor=_choice(env, ENV_EXECUTOR, EXECUTORS, None),
             max_concurrent=_int(env, ENV_MAX_CONCURRENT, 0, 0),
+            dask_address=_dask_address(env),
             start_method=_choice(env, ENV_START_METHOD, START_METHODS, _default_start_method()),
             serve_model=env.get(ENV_SERVE_MODEL) or None,
             serve_index=_choice(
@@ -277,6 +290,24 @@ def _choice(
         shown = sorted(choices) if sort else list(choices)
         raise ConfigError(f"{name}={value!r}: expected one of {shown}")
     return value
+
+
+def _dask_address(env: Mapping[str, str]) -> str:
+    address = env.get(ENV_DASK_ADDRESS, "").strip()
+    if not address:
+        return ""
+    scheme, sep, rest = address.partition("://")
+    # A bare host:port is what `dask scheduler` prints without its scheme; anything else that
+    # Dask cannot parse would only fail once a run has started.
+    if not sep:
+        scheme, rest = "tcp", address
+    host, colon, port = rest.rpartition(":")
+    if scheme not in DASK_SCHEMES or not colon or not host or not port.isdigit():
+        raise ConfigError(
+            f"{ENV_DASK_ADDRESS}={address!r}: expected a Dask scheduler address such as "
+            f"tcp://host:8786 (schemes {list(DASK_SCHEMES)})"
+        )
+    return f"{scheme}://{rest}"
 
 
 def _default_start_method() -> str:

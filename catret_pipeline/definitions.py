@@ -139,6 +139,10 @@ def build_executor(config: CatretConfig) -> dg.ExecutorDefinition | None:
         else:
             executor_config["start_method"] = {"spawn": {}}
         return dg.multiprocess_executor.configured(executor_config)
+    if config.executor == "dask":
+        from catret_pipeline.workers.dask_executor import dask_executor_def
+
+        return dask_executor_def(config.dask_address, config.max_concurrent)
     raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {config.executor!r}")
 
 
@@ -172,10 +176,11 @@ def build_definitions(
     catalog = build_duckdb_catalog_asset(table_keys)
     all_assets = [*assets, catalog]
 
+    executor = build_executor(cfg)
     build_job = dg.define_asset_job(
         BUILD_JOB,
         selection=dg.AssetSelection.all(),
-        executor_def=build_executor(cfg),
+        executor_def=executor,
         description="Materialise the whole graph: raw catalogue to metrics, report and DuckDB views.",
     )
     return dg.Definitions(
@@ -185,6 +190,9 @@ def build_definitions(
         jobs=[build_job],
         schedules=list(stages.schedules or []),
         sensors=list(stages.sensors or []),
+        # Also the executor of the UI's "Materialize" buttons (Dagster's implicit asset job),
+        # so that CATRET_EXECUTOR=dask sends those runs to the cluster too.
+        executor=executor,
     )
 
 

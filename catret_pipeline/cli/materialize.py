@@ -16,7 +16,7 @@ from catret_pipeline.cli.environment import (
     prepare_data_dir,
 )
 from catret_pipeline.cli.instance import open_instance
-from catret_pipeline.config import BUILD_JOB, CatretConfig
+from catret_pipeline.config import BUILD_JOB, OUT_OF_PROCESS_EXECUTORS, CatretConfig
 from catret_pipeline.refresh.run_slot import cli_run_tags, refresh_runs_in_progress
 
 
@@ -58,11 +58,12 @@ def on_demand_config(job, retrain: bool = False, rebuild_indexes: bool = False) 
 def execute_build(
     config: CatretConfig, defs, select: str | None, run_config: dict | None, instance
 ):
-    """Run the build job: in this process, or with the multiprocess executor one process per
-    step (hash-shard steps side by side), each rebuilding the definitions from ``config``."""
+    """Run the build job: in this process, or with the multiprocess or dask executor one process
+    (or Dask task) per step (hash-shard steps side by side), each rebuilding the definitions from
+    ``config``."""
     import dagster as dg
 
-    if config.executor != "multiprocess":
+    if config.executor not in OUT_OF_PROCESS_EXECUTORS:
         job = select_job(defs, select)
         return job.execute_in_process(
             run_config=run_config or None,

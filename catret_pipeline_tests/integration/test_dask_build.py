@@ -1,0 +1,209 @@
+"""The whole build on a 2-worker Dask cluster equals the same build in one process.
+
+Both builds run the driver (dask_build_driver.py: ``catret materialize``'s ``execute_build``) in
+a subprocess on the same small generated catalogue, side by side. :func:`build` takes the
+variables of one build, so a test of another setting (an object-store ``CATRET_TABLE_STORE``,
+say) passes them to both builds and compares the same way.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from catret_pipeline_tests.support import REPO, TEST_ENV
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+#: What differs between two correct builds: wall-clock seconds, and why an index was kept.
+PROVENANCE = {
+    "fusion_models": {"seconds"},
+    "hnsw_indexes": {"build_seconds"},
+    "serving_indexes": {"build_seconds"},
+}
+#: Vector columns are compared within this (the builds run in different processes).
+VECTOR_ATOL = 1e-5
+DASK = {"CATRET_EXECUTOR": "dask", "CATRET_MAX_CONCURRENT": "2"}
+
+
+def _env(raw_root: Path) -> dict[str, str]:
+    """The test environment of a build of ``raw_root``: the tiny encoders, offline, one thread."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
+    return (
+        base
+        | TEST_ENV
+        | {
+            "CATRET_RAW_ROOT": str(raw_root),
+            "CATRET_IMAGE_MIRROR": str(raw_root.parent / "images"),
+            "HF_HUB_OFFLINE": "1",
+            # One thread in every process (the Dask nanny sets the same in its workers), so float
+            # reductions agree between the builds.
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
+    )
+
+
+def build(env: dict[str, str], data_dir: Path, raw_root: Path) -> subprocess.Popen:
+    """Start one build of ``raw_root`` into ``data_dir`` with ``env`` on top of the test
+    environment (the tiny encoders, one thread per process); :func:`finish` waits for it."""
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir.parent / f"{data_dir.name}.log", "wb")  # noqa: SIM115 - closed in finish
+    cmd = [sys.executable, "-m", "catret_pipeline_tests.integration.dask_build_driver"]
+    proc = subprocess.Popen(
+        [*cmd, str(data_dir)],
+        cwd=REPO,
+        env=_env(raw_root) | env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    proc.log = log
+    return proc
+
+
+def finish(proc: subprocess.Popen, data_dir: Path) -> dict:
+    out, _ = proc.communicate(timeout=600)
+    proc.log.close()
+    log = (data_dir.parent / f"{data_dir.name}.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-4000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["success"], (summary["failed"], log[-4000:])
+    summary["log"] = log
+    return summary
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, small_raw_root) -> dict:
+    root = tmp_path_factory.mktemp("dask-build")
+    plain, dask = root / "plain", root / "dask"
+    started = time.monotonic()
+    procs = {"plain": build({}, plain, small_raw_root), "dask": build(DASK, dask, small_raw_root)}
+    with ThreadPoolExecutor(2) as pool:
+        dirs = {"plain": plain, "dask": dask}
+        done = dict(zip(procs, pool.map(lambda k: finish(procs[k], dirs[k]), procs), strict=True))
+    print(
+        f"\nin-process build {done['plain']['seconds']} s, dask build {done['dask']['seconds']} s, "
+        f"both side by side {time.monotonic() - started:.1f} s"
+    )
+    return {"dirs": dirs, **done}
+
+
+def test_the_dask_build_ran_its_steps_on_two_workers(builds):
+    dask, plain = builds["dask"], builds["plain"]
+    assert set(dask["step_pids"]) == set(plain["step_pids"])
+    workers = set(dask["step_pids"].values())
+    assert len(workers) >= 2 and dask["pid"] not in workers, workers
+    assert set(plain["step_pids"].values()) == {plain["pid"]}
+    # dask.sizeof measured every step's events without a warning.
+    assert "Sizeof calculation" not in dask["log"]
+    assert "daemonic processes are not allowed to have children" not in dask["log"]
+
+
+#: What a run worker does with a run launched from the UI's "Materialize" button: rebuild the
+#: implicit asset job from the code location's module (the module-level ``defs``, configured by
+#: the environment) and execute it with the executor it carries.
+UI_RUN = """
+import json
+import os
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+job = ReconstructableRepository.for_module("catret_pipeline.definitions", "defs")
+job = job.get_reconstructable_job("__ASSET_JOB")
+keys = [dg.AssetKey(k) for k in ("raw_products", "quarantine", "products", "category_tree")]
+with dg.DagsterInstance.get() as instance:
+    with dg.execute_job(job, instance=instance, asset_selection=keys) as result:
+        pids = {e.step_key: e.pid for e in result.all_events if e.is_step_start}
+        executor = job.get_definition().executor_def.name
+        print(json.dumps({"success": result.success, "pid": os.getpid(), "step_pids": pids,
+                          "executor": executor}))
+"""
+
+
+def test_a_run_launched_like_the_ui_runs_on_the_dask_cluster(tmp_path, small_raw_root):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**_env(small_raw_root), **DASK, "CATRET_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.run(
+        [sys.executable, "-c", UI_RUN],
+        cwd=REPO,
+        env=env | {"DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["success"]
+    assert {"ingest_raw", "products", "category_tree"} <= set(summary["step_pids"])
+    # Dask workers, not the run worker (the subprocess) itself.
+    assert summary["pid"] not in summary["step_pids"].values()
+    assert summary["executor"] == "dask"
+
+
+def test_catret_materialize_runs_on_the_dask_cluster(tmp_path, small_raw_root):
+    import dagster as dg
+
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "catret_pipeline.cli", "materialize", "--data-dir", str(data)]
+    proc = subprocess.Popen(
+        [*cmd, "--executor", "dask", "--select", "+key:products or key:catret_duckdb"],
+        cwd=REPO,
+        env=_env(small_raw_root) | {"CATRET_MAX_CONCURRENT": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-4000:]
+    assert "DuckDB catalogue at" in out
+    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        (run,) = instance.get_runs()
+        starts = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+    pids = {e.dagster_event.step_key: e.dagster_event.pid for e in starts}
+    assert set(pids) == {"ingest_raw", "products", "catret_duckdb"}
+    assert proc.pid not in pids.values()  # Dask workers, not the CLI process
+
+
+def _normalised(df: pl.DataFrame, root: Path) -> pl.DataFrame:
+    # Absolute paths into the data dir (the report and catalogue tables list them) name the dir.
+    return df.with_columns(
+        pl.col(c).str.replace_all(str(root), "<data>", literal=True)
+        for c, t in df.schema.items()
+        if t == pl.String
+    )
+
+
+def _vector_columns(df: pl.DataFrame) -> list[str]:
+    return [
+        c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Array)) and t.inner.is_float()
+    ]
+
+
+def test_tables_equal_the_in_process_build(builds):
+    plain, dask = builds["dirs"]["plain"] / "assets", builds["dirs"]["dask"] / "assets"
+    names = sorted(p.relative_to(plain).as_posix() for p in plain.rglob("*.parquet"))
+    assert names == sorted(p.relative_to(dask).as_posix() for p in dask.rglob("*.parquet"))
+    assert len(names) > 20
+    worst: dict[str, float] = {}
+    for name in names:
+        table = name.removesuffix(".parquet")
+        drop = PROVENANCE.get(table, set())
+        want = _normalised(pl.read_parquet(plain / name).drop(drop), plain.parent)
+        got = _normalised(pl.read_parquet(dask / name).drop(drop), dask.parent)
+        vectors = _vector_columns(want)
+        assert got.drop(vectors).equals(want.drop(vectors)), f"{table} differs"
+        for column in vectors:
+            a = np.array(want[column].to_list(), dtype=np.float64)
+            b = np.array(got[column].to_list(), dtype=np.float64)
+            np.testing.assert_allclose(b, a, atol=VECTOR_ATOL, rtol=0, err_msg=f"{table}.{column}")
+            worst[f"{table}.{column}"] = float(np.abs(b - a).max()) if a.size else 0.0
+    print("\nlargest vector differences:", {k: f"{v:.1e}" for k, v in worst.items()})
+    assert len(worst) >= 5
