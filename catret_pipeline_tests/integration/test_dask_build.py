@@ -1,15 +1,19 @@
-"""The whole build on a 2-worker Dask cluster equals the same build in one process.
+"""The whole build on a 2-worker Dask cluster, with every table and binary artefact on ``s3://``
+(moto's S3 server on 127.0.0.1), equals the same build in one process on the local disk.
 
 Both builds run the driver (dask_build_driver.py: ``catret materialize``'s ``execute_build``) in
-a subprocess on the same small generated catalogue, side by side. :func:`build` takes the
-variables of one build, so a test of another setting (an object-store ``CATRET_TABLE_STORE``,
-say) passes them to both builds and compares the same way.
+a subprocess on the same small generated catalogue, side by side; the cluster's workers share
+nothing but the store. :func:`build` takes the variables of one build.
 """
 
+import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +22,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from catret_pipeline_tests.object_store import s3_server
 from catret_pipeline_tests.support import REPO, TEST_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -27,6 +32,8 @@ PROVENANCE = {
     "fusion_models": {"seconds"},
     "hnsw_indexes": {"build_seconds"},
     "serving_indexes": {"build_seconds"},
+    # Views over local files; copies of the tables on the store (DuckDB reads no s3fs store).
+    "catret_duckdb": {"parquet", "kind"},
 }
 #: Vector columns are compared within this (the builds run in different processes).
 VECTOR_ATOL = 1e-5
@@ -79,12 +86,45 @@ def finish(proc: subprocess.Popen, data_dir: Path) -> dict:
     return summary
 
 
+BUCKET = "catret"
+#: Every table and every binary artefact on the S3 server: the workers share only the store.
+STORES = {
+    "CATRET_TABLE_STORE": f"s3://{BUCKET}/assets",
+    "CATRET_ARTEFACT_STORE": f"s3://{BUCKET}/data",
+}
+
+
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory, small_raw_root) -> dict:
+def s3():
+    with s3_server() as server:
+        server.bucket(BUCKET)
+        yield server
+
+
+def remote_tables(s3) -> dict[str, pl.DataFrame]:
+    """Every table on the store, by its key under the table store (``metrics.parquet``)."""
+    fs, prefix = s3.filesystem(), f"{BUCKET}/assets/"
+    out = {}
+    for key in fs.find(prefix):
+        if key.endswith(".parquet"):
+            with fs.open(key, "rb") as fh:
+                out[key.removeprefix(prefix)] = pl.read_parquet(io.BytesIO(fh.read()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, small_raw_root, s3) -> dict:
     root = tmp_path_factory.mktemp("dask-build")
     plain, dask = root / "plain", root / "dask"
     started = time.monotonic()
-    procs = {"plain": build({}, plain, small_raw_root), "dask": build(DASK, dask, small_raw_root)}
+    cluster = DASK | STORES | s3.env
+    procs = {
+        "plain": build({}, plain, small_raw_root),
+        "dask": build(cluster, dask, small_raw_root),
+    }
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_mid_step, args=(dask, KILL_STEP, killed), daemon=True)
+    killer.start()
     with ThreadPoolExecutor(2) as pool:
         dirs = {"plain": plain, "dask": dask}
         done = dict(zip(procs, pool.map(lambda k: finish(procs[k], dirs[k]), procs), strict=True))
@@ -92,7 +132,40 @@ def builds(tmp_path_factory, small_raw_root) -> dict:
         f"\nin-process build {done['plain']['seconds']} s, dask build {done['dask']['seconds']} s, "
         f"both side by side {time.monotonic() - started:.1f} s"
     )
-    return {"dirs": dirs, **done}
+    killer.join(timeout=5)
+    return {"dirs": dirs, "tables": remote_tables(s3), "killed": killed, **done}
+
+
+#: The step whose worker is killed mid-step (the longest of the small build: ~15 s here).
+KILL_STEP = "image_embeddings"
+#: How long after the step's start the worker is killed.
+KILL_AFTER_S = 3.0
+
+
+def _kill_mid_step(data_dir: Path, step: str, out: dict, timeout: float = 300) -> None:
+    """SIGKILL the Dask worker process that runs ``step``, ``KILL_AFTER_S`` after it started
+    (the pid is in the step's STEP_START log line, as Dagster logs every event)."""
+    pattern = re.compile(rf" - (\d+) - {re.escape(step)} - STEP_START - ")
+    log = data_dir.parent / f"{data_dir.name}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = pattern.search(log.read_text(errors="replace")) if log.exists() else None
+        if m:
+            time.sleep(KILL_AFTER_S)
+            out["pid"] = int(m.group(1))
+            os.kill(out["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.2)
+
+
+def test_a_worker_killed_mid_step_had_its_step_rerun_on_a_live_worker(builds):
+    """Dask noticed the dead worker and ran the task again: the build still succeeded (fixture),
+    its outputs equal the local build's (test_tables_equal_the_in_process_build)."""
+    victim = builds["killed"].get("pid")
+    assert victim is not None, f"{KILL_STEP} never started"
+    starts = re.findall(rf" - (\d+) - {KILL_STEP} - STEP_START - ", builds["dask"]["log"])
+    assert len(starts) == 2 and int(starts[0]) == victim and int(starts[1]) != victim, starts
+    assert builds["dask"]["step_pids"][KILL_STEP] != victim
 
 
 def test_the_dask_build_ran_its_steps_on_two_workers(builds):
@@ -110,8 +183,12 @@ def test_the_dask_build_ran_its_steps_on_two_workers(builds):
 #: implicit asset job from the code location's module (the module-level ``defs``, configured by
 #: the environment) and execute it with the executor it carries.
 UI_RUN = """
+import io
 import json
 import os
+import re
+import signal
+import threading
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
@@ -172,8 +249,8 @@ def test_catret_materialize_runs_on_the_dask_cluster(tmp_path, small_raw_root):
     assert proc.pid not in pids.values()  # Dask workers, not the CLI process
 
 
-def _normalised(df: pl.DataFrame, root: Path) -> pl.DataFrame:
-    # Absolute paths into the data dir (the report and catalogue tables list them) name the dir.
+def _normalised(df: pl.DataFrame, root: Path | str) -> pl.DataFrame:
+    # Absolute paths into the data dir or store (the report table lists them) name the root.
     return df.with_columns(
         pl.col(c).str.replace_all(str(root), "<data>", literal=True)
         for c, t in df.schema.items()
@@ -188,16 +265,16 @@ def _vector_columns(df: pl.DataFrame) -> list[str]:
 
 
 def test_tables_equal_the_in_process_build(builds):
-    plain, dask = builds["dirs"]["plain"] / "assets", builds["dirs"]["dask"] / "assets"
+    plain, remote = builds["dirs"]["plain"] / "assets", builds["tables"]
     names = sorted(p.relative_to(plain).as_posix() for p in plain.rglob("*.parquet"))
-    assert names == sorted(p.relative_to(dask).as_posix() for p in dask.rglob("*.parquet"))
+    assert names == sorted(remote)
     assert len(names) > 20
     worst: dict[str, float] = {}
     for name in names:
         table = name.removesuffix(".parquet")
         drop = PROVENANCE.get(table, set())
         want = _normalised(pl.read_parquet(plain / name).drop(drop), plain.parent)
-        got = _normalised(pl.read_parquet(dask / name).drop(drop), dask.parent)
+        got = _normalised(remote[name].drop(drop), f"s3://{BUCKET}/data")
         vectors = _vector_columns(want)
         assert got.drop(vectors).equals(want.drop(vectors)), f"{table} differs"
         for column in vectors:
@@ -207,3 +284,66 @@ def test_tables_equal_the_in_process_build(builds):
             worst[f"{table}.{column}"] = float(np.abs(b - a).max()) if a.size else 0.0
     print("\nlargest vector differences:", {k: f"{v:.1e}" for k, v in worst.items()})
     assert len(worst) >= 5
+
+
+def test_workers_shared_nothing_but_the_store(builds, s3):
+    """The binaries of the local build, key for key, are on the store, and the cluster build
+    wrote nothing to its data dir but DuckDB's own file and the Dagster instance."""
+    plain = builds["dirs"]["plain"]
+    local_keys = sorted(
+        p.relative_to(plain).as_posix()
+        for p in plain.rglob("*")
+        if p.is_file()
+        and p.relative_to(plain).parts[0] not in ("assets", "dagster_home")
+        and p.name != "catret.duckdb"
+    )
+    prefix = f"{BUCKET}/data/"
+    keys = sorted(k.removeprefix(prefix) for k in s3.filesystem().find(prefix))
+    assert keys == local_keys
+    assert {k.split("/")[0] for k in keys} >= {"indexes", "models", "image_cache", "reports"}
+    assert sorted(p.name for p in builds["dirs"]["dask"].iterdir()) == [
+        "catret.duckdb",
+        "dagster_home",
+    ]
+
+
+def _config(raw_root: Path, data_dir: Path, extra: dict[str, str]):
+    from catret_pipeline.config import CatretConfig
+
+    return CatretConfig.from_env(_env(raw_root) | {"CATRET_DATA_DIR": str(data_dir)} | extra)
+
+
+def test_a_fresh_machine_reuses_the_store_and_answers_like_the_local_build(
+    builds, s3, small_raw_root, tmp_path, monkeypatch
+):
+    """A build on an empty data dir (another machine) against the same store finds every head
+    and index there and reuses them; search and serving then read indexes, heads and images
+    from the store and answer as the local build does."""
+    from catret_pipeline.search.engine import search
+    from catret_pipeline.serving.images import resolve_image
+    from catret_pipeline.serving.snapshot import load_snapshot
+    from catret_pipeline.serving.store import search as serving_search
+
+    again = finish(build(STORES | s3.env, tmp_path / "data", small_raw_root), tmp_path / "data")
+    assert again["success"]
+    tables = remote_tables(s3)
+    trained = tables["fusion_models.parquet"].filter(pl.col("status") != "skipped")
+    assert trained.height and set(trained["status"]) == {"reused"}
+    built = tables["hnsw_indexes.parquet"].filter(pl.col("action").is_not_null())
+    assert built.height and set(built["action"]) == {"unchanged"}
+
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    query = tables["category_tree.parquet"].sort("node_id")["name"][-1]
+    answers = {}
+    for label, cfg in (
+        ("local", _config(small_raw_root, builds["dirs"]["plain"], {})),
+        ("store", _config(small_raw_root, tmp_path / "data", STORES)),
+    ):
+        hits = search(cfg.data_dir, query, model="clip-ita", setting="specific", config=cfg)
+        snap = load_snapshot(cfg)
+        served = serving_search(snap, query)
+        image = next(h.image_path for h in served.hits if h.image_path)
+        path, _ = resolve_image(snap, image)
+        answers[label] = [h.asin for h in hits], [h.asin for h in served.hits], path.read_bytes()
+    assert answers["store"] == answers["local"]
