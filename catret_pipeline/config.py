@@ -64,12 +64,13 @@ ENV_PROFILE = "CATRET_PROFILE"
 #: ``title_clip_embeddings``, ``attribute_embeddings``); 1 = unsharded (see docs/scaling.md).
 ENV_EMBED_SHARDS = "CATRET_EMBED_SHARDS"
 #: Executor of the build job: unset = Dagster's default, ``in_process``, ``multiprocess``,
-#: ``dask`` (dagster-dask: a per-run local Dask cluster, or the one at ``CATRET_DASK_ADDRESS``).
+#: ``dask`` (dagster-dask: a per-run local Dask cluster, or the one at ``CATRET_DASK_ADDRESS``),
+#: ``k8s`` (dagster-k8s: one Kubernetes job per step; the optional extra ``k8s``).
 ENV_EXECUTOR = "CATRET_EXECUTOR"
-EXECUTORS = ("in_process", "multiprocess", "dask")
+EXECUTORS = ("in_process", "multiprocess", "dask", "k8s")
 #: The executors that run each step in another process, rebuilding the job from the
 #: reconstructable pointer (``catret materialize`` launches those through ``dg.execute_job``).
-OUT_OF_PROCESS_EXECUTORS = ("multiprocess", "dask")
+OUT_OF_PROCESS_EXECUTORS = ("multiprocess", "dask", "k8s")
 #: Most step processes at once under the multiprocess executor, and the worker processes of the
 #: per-run local Dask cluster (0 = one per CPU).
 ENV_MAX_CONCURRENT = "CATRET_MAX_CONCURRENT"

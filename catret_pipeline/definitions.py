@@ -143,6 +143,10 @@ def build_executor(config: CatretConfig) -> dg.ExecutorDefinition | None:
         from catret_pipeline.workers.dask_executor import dask_executor_def
 
         return dask_executor_def(config.dask_address, config.max_concurrent)
+    if config.executor == "k8s":
+        from catret_pipeline.workers.k8s_executor import k8s_executor_def
+
+        return k8s_executor_def()
     raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {config.executor!r}")
 
 
