@@ -44,3 +44,22 @@ def write_section(name: str, body: str, doc: Path | None = None) -> None:
         else text.rstrip() + "\n\n" + block + "\n"
     )
     DOC_.write_text(text)
+
+
+def step_seconds(instance, run_id: str) -> tuple[dict[str, float], dict[str, int]]:
+    """Wall seconds (STEP_START to STEP_SUCCESS) and the process id that started each step of
+    a run, from its event log (a step started twice, after a lost worker, counts its last
+    attempt)."""
+    begun: dict[str, float] = {}
+    steps: dict[str, float] = {}
+    pids: dict[str, int] = {}
+    for entry in instance.all_logs(run_id):
+        ev = entry.dagster_event
+        if ev is None or not ev.step_key:
+            continue
+        if ev.event_type_value == "STEP_START":
+            begun[ev.step_key] = entry.timestamp
+            pids[ev.step_key] = ev.pid
+        elif ev.event_type_value == "STEP_SUCCESS" and ev.step_key in begun:
+            steps[ev.step_key] = entry.timestamp - begun[ev.step_key]
+    return steps, pids

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
+from _report import machine, step_seconds, write_section  # noqa: E402
 
 from catret_pipeline.markdown import markdown_table  # noqa: E402
 
@@ -77,20 +77,7 @@ def step_times(data: Path) -> tuple[dict[str, float], dict[str, int]]:
 
     home = data / "dagster_home"
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        run = instance.get_runs(limit=1)[0]
-        begun: dict[str, float] = {}
-        steps: dict[str, float] = {}
-        pids: dict[str, int] = {}
-        for entry in instance.all_logs(run.run_id):
-            ev = entry.dagster_event
-            if ev is None or not ev.step_key:
-                continue
-            if ev.event_type_value == "STEP_START":
-                begun[ev.step_key] = entry.timestamp
-                pids[ev.step_key] = ev.pid
-            elif ev.event_type_value == "STEP_SUCCESS" and ev.step_key in begun:
-                steps[ev.step_key] = entry.timestamp - begun[ev.step_key]
-    return steps, pids
+        return step_seconds(instance, instance.get_runs(limit=1)[0].run_id)
 
 
 def store_bytes(fs, bucket: str) -> dict[str, int]:

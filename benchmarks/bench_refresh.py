@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine, write_section  # noqa: E402
+from _report import machine, step_seconds, write_section  # noqa: E402
 
 from catret_pipeline.markdown import markdown_table  # noqa: E402
 
@@ -97,16 +97,7 @@ def run_build(data: Path, raw: Path) -> tuple[float, dict[str, float], object]:
     started = time.perf_counter()
     result = job.execute_in_process(instance=instance, raise_on_error=True)
     seconds = time.perf_counter() - started
-    steps: dict[str, float] = {}
-    begun: dict[str, float] = {}
-    for entry in instance.all_logs(result.run_id):
-        ev = entry.dagster_event
-        if ev is None or not ev.step_key:
-            continue
-        if ev.event_type_value == "STEP_START":
-            begun[ev.step_key] = entry.timestamp
-        elif ev.event_type_value == "STEP_SUCCESS" and ev.step_key in begun:
-            steps[ev.step_key] = entry.timestamp - begun[ev.step_key]
+    steps, _ = step_seconds(instance, result.run_id)
     return seconds, steps, result
 
 
