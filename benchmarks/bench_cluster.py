@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "Written by `benchmarks/bench_cluster.py` (see its docstring).",
             "",
-            f"- Machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            f"- Machine: {machine()}",
             f"- Command (repository root): `.venv/bin/python {command.strip()}`",
             "- Load average before {:.2f}/{:.2f}/{:.2f}, after {:.2f}/{:.2f}/{:.2f} on 2 cores.".format(
                 *load_before, *load_after

@@ -208,7 +208,7 @@ def render(results: list[dict], refreshed: dict | None, load: tuple, command: st
         "",
         "Written by `benchmarks/bench_paper_scale.py` (see its docstring).",
         "",
-        f"- Machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Machine: {machine()}",
         f"- Command (repository root): `.venv/bin/python {command}`",
         "- Load average before {:.2f}/{:.2f}/{:.2f}, after {:.2f}/{:.2f}/{:.2f} on 2 cores.".format(
             *load
