@@ -1,9 +1,10 @@
 """The build's steps as tasks on a Dask distributed cluster, through dagster-dask.
 
 ``CATRET_EXECUTOR=dask`` with ``CATRET_DASK_ADDRESS`` set connects to that scheduler (workers
-started elsewhere, on any machine that has this package and reaches the data dir); without it
-every run starts its own ``LocalCluster`` on 127.0.0.1. Each step is one Dask task that rebuilds
-the job from the reconstructable pointer and runs that one step (dagster-dask's
+started elsewhere, on machines that have this package and either the data dir on a shared
+filesystem or both object stores set, docs/scaling.md "Storage"); without it every run starts
+its own ``LocalCluster`` on 127.0.0.1. Each step is one Dask task that rebuilds the job from
+the reconstructable pointer and runs that one step (dagster-dask's
 ``query_on_dask_worker``); Dask places the tasks, keeps the step order through the futures each
 task is handed, and reruns a task elsewhere when its worker dies.
 
