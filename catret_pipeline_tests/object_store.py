@@ -49,8 +49,18 @@ class S3Server:
         return f"s3://{name}"
 
 
+def _forget_clients() -> None:
+    # fsspec keeps one filesystem instance per set of arguments for the process's life: a
+    # ``UPath("s3://...")`` made while another server's AWS_ENDPOINT_URL was set would keep
+    # talking to that (stopped) server.
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @contextlib.contextmanager
 def s3_server(timeout_s: float = 30.0) -> Iterator[S3Server]:
+    _forget_clients()
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -71,6 +81,7 @@ def s3_server(timeout_s: float = 30.0) -> Iterator[S3Server]:
                 time.sleep(0.1)
         yield S3Server(endpoint)
     finally:
+        _forget_clients()
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)

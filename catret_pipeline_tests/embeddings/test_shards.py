@@ -342,7 +342,7 @@ def test_shards_and_executor_settings(monkeypatch):
         catret_config.CatretConfig.from_env()
     # Every variable is checked at once: one bad value at a time.
     monkeypatch.delenv("CATRET_EMBED_SHARDS")
-    monkeypatch.setenv("CATRET_EXECUTOR", "k8s")
+    monkeypatch.setenv("CATRET_EXECUTOR", "celery")
     with pytest.raises(ValueError, match="CATRET_EXECUTOR"):
         catret_config.CatretConfig.from_env()
     monkeypatch.delenv("CATRET_EXECUTOR")

