@@ -44,7 +44,7 @@ ENV_IMAGE_MIRROR = "CATRET_IMAGE_MIRROR"
 ENV_IMAGE_ALLOW_HOSTS = "CATRET_IMAGE_ALLOW_HOSTS"
 #: Where the table assets (Parquet) live: unset / "" = ``$CATRET_DATA_DIR/assets``; else a URL
 #: (``file:///abs/dir``, ``s3://bucket/prefix``, ``gs://...``, ``memory://...``) read and written
-#: through universal_pathlib / fsspec. Binary artefacts stay under the data dir.
+#: through universal_pathlib / fsspec. Binary artefacts follow ``CATRET_ARTEFACT_STORE``.
 ENV_TABLE_STORE = "CATRET_TABLE_STORE"
 #: Where the binary artefacts (indexes, head weights, image cache, checkpoints, ONNX exports,
 #: reports) live: unset / "" = under the data dir; else a URL as for ``CATRET_TABLE_STORE``

@@ -28,10 +28,10 @@ from typing import TypeAlias
 
 from upath import UPath
 
+from catret_pipeline.storage.tables import LOCAL_PROTOCOLS, is_remote
+
 #: An artefact file or folder: a local ``Path`` or a remote ``UPath``.
 ArtefactPath: TypeAlias = Path | UPath
-
-LOCAL_PROTOCOLS = ("", "file", "local")
 
 #: Description of the ``artefact_store`` field of the storage resource (declared once).
 ARTEFACT_STORE_HELP = (
@@ -40,10 +40,6 @@ ARTEFACT_STORE_HELP = (
     "read and written through universal_pathlib / fsspec, staged to local temp files where a "
     "library needs a path. catret.duckdb and model_cache/ stay under data_dir."
 )
-
-
-def is_remote(path: ArtefactPath) -> bool:
-    return not isinstance(path, Path)
 
 
 def as_artefact_path(path) -> ArtefactPath:

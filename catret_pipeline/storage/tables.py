@@ -4,8 +4,8 @@ Pure (no Dagster): the IO manager, the ``storage`` resource and the DuckDB catal
 around it. A local root (no URL, or a ``file://`` URL) is a plain :class:`pathlib.Path` and keeps
 the atomic temp + rename writes and reads through one open handle; any other scheme
 (``memory://``, ``s3://``, ``gs://``, ...) is a :class:`upath.UPath` on an fsspec filesystem.
-Only tables move: binary artefacts (indexes, models, images, reports, ``catret.duckdb``) stay
-under the local / shared data directory.
+Binary artefacts follow their own setting, ``artefact_store`` (``storage/artefacts.py``);
+``catret.duckdb`` always stays under the local data directory.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LOCAL_PROTOCOLS = ("", "file", "local")
 TABLE_STORE_HELP = (
     "Where table assets (Parquet) live: '' = <data_dir>/assets on the local filesystem; else a "
     "URL (file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix, memory://...) read and "
-    "written through universal_pathlib / fsspec. Binary artefacts stay under data_dir."
+    "written through universal_pathlib / fsspec. Binary artefacts follow artefact_store."
 )
 
 MATERIALIZE_HINT = "materialise it first (e.g. `catret materialize`)."
