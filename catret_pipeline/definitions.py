@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 #: Imported once by the multiprocess executor's forkserver (see ``build_executor``).
 FORKSERVER_PRELOAD = (
     "dagster._core.executor.multiprocess",
+    # What every step child imports to open the instance (SQLAlchemy, alembic): ~1 s a step
+    # when each child imported it itself.
+    "dagster._core.storage.sqlite_storage",
     "catret_pipeline.definitions",
     "torch",
     "open_clip",

@@ -27,11 +27,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if _INTEGRATION in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.slow)
+    # The longest files first, each file's own order kept: the parallel workers take files in
+    # this order (pyproject.toml), so the few long ones start early instead of ending the run on
+    # one worker while the other idles.
+    files: dict = {}
+    for item in items:
+        files[item.fspath] = min(files.get(item.fspath, 2), _length_rank(item))
+    items.sort(key=lambda item: files[item.fspath])
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_items and not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA device; torch sees none on this machine")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def _length_rank(item: pytest.Item) -> int:
+    """0: a whole-pipeline test, 1: another slow one, 2: the rest."""
+    if item.get_closest_marker("integration"):
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
 
 
 def _cuda_available() -> bool:
