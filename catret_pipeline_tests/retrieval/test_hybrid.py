@@ -46,6 +46,41 @@ def test_ranking_quality_by_hand():
     assert np.isnan(rp[0]) and np.isnan(ap[0])
 
 
+def _sorted_ranking_quality(scores, relevant):
+    """The reference: every row sorted (stable, so ties go by column), then R-precision and AP
+    read off the ranking, as ranking_quality computed them before it counted positions."""
+    q, n = scores.shape
+    r = relevant.sum(axis=1)
+    hits = np.take_along_axis(relevant, np.argsort(-scores, axis=1, kind="stable"), axis=1)
+    cum = np.cumsum(hits, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rp = np.where(r > 0, cum[np.arange(q), np.clip(r - 1, 0, n - 1)] / r, np.nan)
+        ap = np.where(r > 0, (hits * (cum / np.arange(1, n + 1))).sum(axis=1) / r, np.nan)
+    return rp, ap
+
+
+@pytest.mark.parametrize(
+    ("queries", "items", "per_query", "nan"),
+    [(300, 400, 1.5, False), (40, 400, 3, False), (4, 400, 150, False), (30, 200, 2, True)],
+)
+def test_ranking_quality_equals_sorting_every_row_bit_for_bit(queries, items, per_query, nan):
+    # Counting each relevant item's position (few relevant per query) and sorting (many, or a
+    # NaN) must give the sort's numbers exactly: the weight grid's argmax compares them.
+    rng = np.random.default_rng(queries)
+    scores = rng.standard_normal((queries, items)).astype(np.float32)
+    scores[:, ::5] = np.round(scores[:, ::5], 1)  # ties, broken by column order
+    scores[:, 7] = scores[:, 3]
+    if nan:
+        scores[2, 5] = np.nan
+    relevant = np.zeros((queries, items), dtype=bool)
+    for i in range(queries):
+        relevant[i, rng.choice(items, size=rng.poisson(per_query), replace=False)] = True
+    relevant[0] = False  # a query without relevant items: NaN
+    got, want = ranking_quality(scores, relevant), _sorted_ranking_quality(scores, relevant)
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w, equal_nan=True)
+
+
 def _world(rng, n_names, per_name, head_noise_unseen, seen_fraction=0.5):
     """Products of ``n_names`` categories. 'title' is a moderately informative score for every
     name; 'head' is very informative for seen names and noise for unseen ones (a trained head
