@@ -18,8 +18,8 @@ MPNet and the EfficientNet-Lite0 tower; one step at a time), and records
 Growth exponents per step are ``log(t2 / t1) / log(n2 / n1)`` between consecutive sizes (1 =
 linear). At the largest size it then changes ``--change`` (1 %) of the products as
 ``bench_refresh.py`` does and times the refresh. Results are written to a JSON file after each
-build (``--keep``/results.json), so a run cut short keeps what it measured; the Markdown goes to
-the ``paper-scale`` section of docs/benchmarks.md.
+build (``--keep``/results.json), so a run cut short keeps what it measured (``--resume`` goes on
+from it); the Markdown goes to the ``paper-scale`` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-refresh", action="store_true", help="Skip the refresh at the largest size."
     )
     p.add_argument("--keep", default="", help="Keep the data under this dir (default: temp).")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="With --keep: sizes already in its results.json are not built again.",
+    )
     p.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md.")
     return p.parse_args(argv)
 
@@ -240,10 +245,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
         root = Path(args.keep or tmp)
         root.mkdir(parents=True, exist_ok=True)
+        done = root / "results.json"
+        earlier = json.loads(done.read_text()) if args.resume and done.exists() else []
         results: list[dict] = []
         refreshed = None
         for n in sizes:
-            results.append(one_build(root, n))
+            kept = [r for r in earlier if r["products"] == n]
+            results.append(kept[0] if kept else one_build(root, n))
             (root / "results.json").write_text(json.dumps(results, indent=1))
             print(f"{n:,} products: {results[-1]['wall_s']} s", flush=True)
         if not args.no_refresh:

@@ -11,22 +11,36 @@ from pathlib import Path
 import numpy as np
 
 
-def read_raw(raw: Path) -> dict[str, list[dict]]:
-    """Every ``metadata_*.json.gz`` under ``raw``: relative POSIX path -> parsed lines."""
-    return {
-        f.relative_to(raw).as_posix(): [
-            json.loads(line) for line in gzip.decompress(f.read_bytes()).splitlines() if line
-        ]
-        for f in sorted(raw.rglob("metadata_*.json.gz"))
-    }
+def read_raw(raw: Path) -> dict[str, list]:
+    """Every readable ``metadata_*.json.gz`` under ``raw``: relative POSIX path -> its lines,
+    parsed, or the line's bytes where it is not JSON. A generated sample's deliberately broken
+    lines are kept that way through an edit, and its damaged gzip files are left out (so
+    :func:`write_raw` leaves them as they are)."""
+    files = {}
+    for f in sorted(raw.rglob("metadata_*.json.gz")):
+        try:
+            body = gzip.decompress(f.read_bytes())
+        except (OSError, EOFError):  # BadGzipFile is an OSError; a truncated stream, EOFError
+            continue
+        files[f.relative_to(raw).as_posix()] = [_parse(line) for line in body.splitlines() if line]
+    return files
 
 
-def write_raw(raw: Path, files: dict[str, list[dict]]) -> None:
-    """Write ``files`` back (gzip mtime 0: same records, same bytes)."""
+def _parse(line: bytes):
+    try:
+        return json.loads(line)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        return line
+
+
+def write_raw(raw: Path, files: dict[str, list]) -> None:
+    """Write ``files`` back (gzip mtime 0: same records, same bytes); unparsed lines verbatim."""
     for rel, records in files.items():
         path = raw / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+        body = b"".join(
+            (r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in records
+        )
         path.write_bytes(gzip.compress(body, mtime=0))
 
 
