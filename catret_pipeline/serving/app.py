@@ -11,6 +11,11 @@ import contextlib
 import logging
 from importlib import resources
 
+# anyio imports the module behind `anyio.open_file` lazily, at the first image a FileResponse
+# sends, i.e. in a request thread while other threads import too. Two threads compiling at once
+# can trip CPython 3.11's parser ("AST constructor recursion depth mismatch", seen when the
+# module is compiled from source): the import is done here, when the app is imported, instead.
+from anyio import open_file as _open_file  # noqa: F401
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.parse
 
 import polars as pl
@@ -160,3 +162,15 @@ def test_page_and_openapi(base_url):
     doc = http_get(base_url + "/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert {"/api/search", "/api/categories", "/api/categories/{node_id}"} <= set(doc["paths"])
+
+
+def test_importing_the_app_imports_what_file_responses_use():
+    # The first image response imported anyio's file module lazily in a request thread, and
+    # two threads compiling at once failed one image request with CPython 3.11's "AST
+    # constructor recursion depth mismatch" (suite run under pytest-xdist, 2026-12-07).
+    code = (
+        "import sys; import catret_pipeline.serving.app; "
+        "print('anyio._core._fileio' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
