@@ -63,6 +63,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine, write_section  # noqa: E402
 
+from catret_pipeline.encoders.onnx_image import torch_image_features  # noqa: E402
 from catret_pipeline.markdown import markdown_table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Let ONNX Runtime's intra-op threads spin between ops (off: on 2 shared cores a "
         "spinning thread takes the core the decode thread and other processes need).",
+    )
+    p.add_argument(
+        "--model",
+        default=MODEL_NAME,
+        help=f"Image tower ({MODEL_NAME}; catret-effnet-lite0 is the default build's, with its real "
+        "ImageNet weights). Another model gets its own docs section.",
     )
     p.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md.")
     return p.parse_args(argv)
@@ -173,7 +180,7 @@ def count_image_flops(clip) -> tuple[float, dict[str, float]]:
         x.requires_grad_(True)
         counter = FlopCounterMode(display=False)
         with torch.enable_grad(), counter:
-            clip.model.encode_image(x)
+            torch_image_features(clip.model, x, clip.pooled_trunk)
         per_batch[b] = counter.get_total_flops()
         if b == 1:
             for op, v in counter.get_flop_counts().get("Global", {}).items():
@@ -204,7 +211,7 @@ def naive_encode(clip, paths: list[Path]) -> np.ndarray:
         img = Image.open(path).convert("RGB")
         x = clip.preprocess(img).unsqueeze(0).to(clip.device)
         with torch.inference_mode():
-            f = clip.model.encode_image(x)
+            f = torch_image_features(clip.model, x, clip.pooled_trunk)
         out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy()[0])
     return np.stack(out)
 
@@ -218,7 +225,7 @@ def forward_only(clip, n: int, batch_size: int) -> None:
     x = torch.zeros(batch_size, 3, s, s, device=clip.device, dtype=dtype)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            clip.model.encode_image(x[: min(batch_size, n - start)])
+            torch_image_features(clip.model, x[: min(batch_size, n - start)], clip.pooled_trunk)
     sync(clip.device)
 
 
@@ -272,7 +279,7 @@ def export_onnx(clip, directory: Path) -> tuple[Path, dict[str, Path], int]:
 
     # Gemm with constant weights already rewritten as MatMul (what the `clip` resource's
     # int8-onnx precision runs, with the same helpers).
-    model = export_image_tower(clip.model, clip.image_size)
+    model = export_image_tower(clip.model, clip.image_size, clip.pooled_trunk)
     fp32_path = directory / "vit_fp32.onnx"
     onnx.save(model, fp32_path)
     nodes = weight_matmuls(model)
@@ -376,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     # into it), used directly so that the benchmark also runs where Dagster is not installed.
     models = {
         prec: load_clip(
-            ClipSpec(model_name=MODEL_NAME, pretrained="", precision=prec, device=args.device)
+            ClipSpec(model_name=args.model, pretrained="", precision=prec, device=args.device)
         )
         for prec in ("fp32", "bf16")
     }
@@ -397,9 +404,10 @@ def main(argv: list[str] | None = None) -> None:
         args.matmul_n = 8192 if device.startswith("cuda") else 2048
 
     flops, by_op = count_image_flops(fp32)
-    analytic = analytic_vit_flops(open_clip.get_model_config(MODEL_NAME))
+    vit = args.model == MODEL_NAME
+    analytic = analytic_vit_flops(open_clip.get_model_config(MODEL_NAME)) if vit else float("nan")
     print(
-        f"{MODEL_NAME} image tower: {flops / 1e9:.3f} GFLOP/image (FlopCounterMode, 2 per MAC); "
+        f"{args.model} image tower: {flops / 1e9:.3f} GFLOP/image (FlopCounterMode, 2 per MAC); "
         f"analytic 2*MAC {analytic / 1e9:.3f}; by op (GFLOP): "
         + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in sorted(by_op.items()))
     )
@@ -626,14 +634,20 @@ def main(argv: list[str] | None = None) -> None:
                 if args.decode_processes
                 else f"{args.decode_workers} decode thread(s)"
             )
-            + f"; open_clip `{MODEL_NAME}`, "
-            f'pretrained="" (seeded random init), device {device}; {len(rounds)} rounds of '
+            + f"; `{args.model}`, "
+            + ('pretrained="" (seeded random init)' if vit else "its packaged real weights")
+            + f", device {device}; {len(rounds)} rounds of "
             f"{chunk} images ({args.repeats} pass{'es' if args.repeats != 1 else ''} over them), "
             "every configuration in every round, order rotating; rates are total work / total "
             "time.",
             f"- FLOPs per image (image tower, 1 multiply-add = 2 FLOPs): {flops / 1e9:.3f} GFLOP by "
-            f"`FlopCounterMode` (analytic ViT count {analytic / 1e9:.3f}; open_clip's profile lists "
-            "8.82, the same 2-per-MAC convention; norms, GELU, softmax not counted). Matmul "
+            + (
+                f"`FlopCounterMode` (analytic ViT count {analytic / 1e9:.3f}; open_clip's profile "
+                "lists 8.82, the same 2-per-MAC convention; norms, GELU, softmax not counted). "
+                if vit
+                else "`FlopCounterMode` (convolutions and matmuls; activations not counted). "
+            )
+            + "Matmul "
             f"roofline: {args.matmul_n}x{args.matmul_n} @ {args.matmul_n}x{args.matmul_n}, 2n^3 "
             f"FLOPs per product: fp32 {roof['fp32']:.0f} GFLOP/s "
             f"({spread('matmul fp32')} per round), bf16 {roof['bf16']:.0f} GFLOP/s "
@@ -724,9 +738,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif onnx_note:
         reading += f"\n\nONNX Runtime rows: {onnx_note}."
+    if not vit:
+        # The reading above is written for the ViT (its FLOP count, token count, random init).
+        reading = (
+            f"Reading: see the text after this section. Fastest here: {best_name} "
+            f"({rate[best_name]:.1f} img/s, {rate[best_name] / rate['naive']:.1f}x the naive loop)."
+        )
     body = (
         f"## Image embedding{' (GPU)' if device.startswith('cuda') else ''}: "
-        f"{MODEL_NAME} image tower with JPEG decode\n\n"
+        f"{args.model} image tower with JPEG decode\n\n"
         "Written by `benchmarks/bench_image_embedding.py` (see its docstring).\n\n"
         f"{facts}\n\n{table}\n\n{reading}\n"
     )
@@ -734,7 +754,8 @@ def main(argv: list[str] | None = None) -> None:
     print(body)
     if not args.no_write:
         # A GPU run gets its own section so that it never overwrites the CPU result.
-        write_section("image-embedding" + ("-gpu" if device.startswith("cuda") else ""), body)
+        section = "image-embedding" + ("" if vit else f"-{args.model}")
+        write_section(section + ("-gpu" if device.startswith("cuda") else ""), body)
         print(f"written to {os.path.relpath(REPO / 'docs' / 'benchmarks.md')}")
 
 

@@ -183,9 +183,15 @@ class ClipSpec:
     @property
     def model_id(self) -> str:
         """Stable across processes and machines; changes whenever embeddings would change."""
-        parts = ["openclip", self.model_name, self.weights_id(), self.resolved_precision()]
+        precision = self.resolved_precision()
+        parts = ["openclip", self.model_name, self.weights_id(), precision]
         if self.image_size:
             parts.append(f"img{self.image_size}")
+        if precision == INT8_ONNX:
+            # A new export format can change the vectors (format 2 did for EfficientNet-Lite).
+            from catret_pipeline.encoders.onnx_image import EXPORT_FORMAT
+
+            parts.append(f"onnx{EXPORT_FORMAT}")
         return ":".join(parts)
 
 

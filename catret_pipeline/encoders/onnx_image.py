@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever the export or the graph rewrite changes, so that older cache files are unused.
-EXPORT_FORMAT = 1
+#: 2: a pooled-trunk tower (EfficientNet-Lite) exports its trunk, the features the torch path
+#: embeds; format 1 exported ``encode_image``, i.e. through its random-init projection.
+EXPORT_FORMAT = 2
 #: What ``quantize_dynamic`` is asked for; part of the cache key.
 QUANT_OPTIONS: dict[str, Any] = {
     "weight_type": "QInt8",
@@ -106,9 +108,11 @@ def gemm_weights_to_matmul(model) -> int:
     return done
 
 
-def export_image_tower(model, image_size: int):
-    """The ONNX ``ModelProto`` of ``model.encode_image`` (fp32, input ``pixels`` (batch, 3, s, s),
-    output ``features``, dynamic batch), with Gemm weights already rewritten as MatMul."""
+def export_image_tower(model, image_size: int, pooled_trunk: bool = False):
+    """The ONNX ``ModelProto`` of the image features (fp32, input ``pixels`` (batch, 3, s, s),
+    output ``features``, dynamic batch), with Gemm weights already rewritten as MatMul: of
+    ``model.encode_image``, or of ``model.visual.trunk`` for a ``pooled_trunk`` tower (what
+    ``ClipModel`` embeds with it)."""
     import torch
 
     global EXPORTS
@@ -119,7 +123,7 @@ def export_image_tower(model, image_size: int):
             self.model = model
 
         def forward(self, pixels):
-            return self.model.encode_image(pixels)
+            return torch_image_features(self.model, pixels, pooled_trunk)
 
     example = torch.zeros(2, 3, image_size, image_size)
     # The exporter narrates every step on stdout; kept for the error message if it fails.
@@ -141,6 +145,11 @@ def export_image_tower(model, image_size: int):
     proto = program.model_proto
     gemm_weights_to_matmul(proto)
     return proto
+
+
+def torch_image_features(model, pixels, pooled_trunk: bool):
+    """The torch tower's unnormalised features: the pooled trunk, or ``encode_image``."""
+    return model.visual.trunk(pixels) if pooled_trunk else model.encode_image(pixels)
 
 
 def weight_matmuls(model) -> list[str]:
@@ -237,12 +246,14 @@ def use_reduce_range() -> bool:
     return not int8_support(cpu_flags())[0]
 
 
-def _write_int8(model, image_size: int, target, key: dict[str, Any]) -> None:
+def _write_int8(
+    model, image_size: int, target, key: dict[str, Any], pooled_trunk: bool = False
+) -> None:
     import onnx
 
     from catret_pipeline.storage.atomic import atomic_path, atomic_write_text
 
-    proto = export_image_tower(model, image_size)
+    proto = export_image_tower(model, image_size, pooled_trunk)
     with tempfile.TemporaryDirectory(prefix="catret-onnx-") as tmp:
         fp32_path = Path(tmp) / "tower_fp32.onnx"
         onnx.save(proto, fp32_path)
@@ -269,7 +280,7 @@ def int8_tower_file(clip, cache_dir: str | Path = ""):
     )
     target = cache_file(cache_dir or default_cache_dir(), key)
     if not target.is_file():
-        _write_int8(clip.model, clip.image_size, target, key)
+        _write_int8(clip.model, clip.image_size, target, key, clip.pooled_trunk)
     return target
 
 
@@ -300,7 +311,7 @@ def gate_cosine(clip, session) -> float:
     images = synthetic_images(size=2 * clip.image_size)
     batch = torch.stack([clip.load_image(img) for img in images]).float()
     with torch.inference_mode():
-        ref = clip.model.encode_image(batch).float().numpy()
+        ref = torch_image_features(clip.model, batch, clip.pooled_trunk).float().numpy()
     got = session.run(None, {"pixels": batch.numpy()})[0]
     cos = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
     return float(cos.mean())

@@ -34,6 +34,7 @@ from catret_pipeline.encoders.clip_spec import (
     model_id_is_aligned,
 )
 from catret_pipeline.encoders.image_decode import Decoded, ImageLoader, ProcessDecoder
+from catret_pipeline.encoders.onnx_image import torch_image_features
 
 __all__ = [
     "AUTO",
@@ -190,9 +191,7 @@ class ClipModel:
             x = batch.numpy().astype(np.float32, copy=False)
             return torch.from_numpy(self.image_session.run(None, {"pixels": x})[0])
         with torch.inference_mode():
-            if self.pooled_trunk:
-                return self.model.visual.trunk(batch)
-            return self.model.encode_image(batch)
+            return torch_image_features(self.model, batch, self.pooled_trunk)
 
     # ---- images -------------------------------------------------------------------------
 

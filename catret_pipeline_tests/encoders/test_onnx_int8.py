@@ -148,7 +148,7 @@ def test_failing_gate_raises_with_cosine_and_advice(int8, cache_dir):
 
 
 def test_model_id_differs_from_fp32(int8, fp32):
-    assert int8.model_id == "openclip:catret-tiny-vit:random-seed0:int8-onnx"
+    assert int8.model_id == "openclip:catret-tiny-vit:random-seed0:int8-onnx:onnx2"
     assert int8.model_id != fp32.model_id
     # the int8-only options never split the model cache of other precisions
     assert (
@@ -199,3 +199,28 @@ def test_tower_cached_on_an_object_store(int8, jpegs, monkeypatch):
         np.testing.assert_array_equal(
             second.encode_images(jpegs[:3]), int8.encode_images(jpegs[:3])
         )
+
+
+def test_the_default_towers_export_is_the_trunk_it_embeds_with(tmp_path):
+    # Before: the export (and the int8 gate) took `encode_image`, which for the default
+    # EfficientNet-Lite tower runs its random-init projection, while the torch path embeds the
+    # pooled trunk: int8-onnx vectors had cosine ~0.05 to the fp32 ones and the gate passed.
+    import onnx
+    import torch
+
+    from catret_pipeline.encoders.clip_spec import EFFNET_MODEL, INT8_ONNX
+
+    clip = openclip.load_clip(ClipSpec(model_name=EFFNET_MODEL, precision="fp32"))
+    assert clip.pooled_trunk
+    path = tmp_path / "tower.onnx"
+    onnx.save(onnx_image.export_image_tower(clip.model, clip.image_size, clip.pooled_trunk), path)
+    session = onnx_image.make_session(path, threads=1)
+    assert onnx_image.gate_cosine(clip, session) > 0.9999
+    images = onnx_image.synthetic_images(3, size=2 * clip.image_size)
+    batch = torch.stack([clip.load_image(img) for img in images]).float()
+    want = clip._image_features(batch).numpy()
+    got = session.run(None, {"pixels": batch.numpy()})[0]
+    cos = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.9999
+    # vectors from the old export carry another id, so a refresh re-encodes them
+    assert ClipSpec(model_name=EFFNET_MODEL, precision=INT8_ONNX).model_id.endswith(":onnx2")
