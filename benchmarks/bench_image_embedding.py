@@ -4,6 +4,11 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_image_embedding.py            # ~2.5 min on 2 idle cores
     .venv/bin/python benchmarks/bench_image_embedding.py --images 256 --batch-sizes 8,32,64
+    .venv/bin/python benchmarks/bench_image_embedding.py --model catret-effnet-lite0   # default tower
+
+``--model`` picks another tower (the default build's EfficientNet-Lite0 runs with its packaged
+real weights, its pooled trunk as the features, and writes its own docs section); what follows
+describes the ViT-B-32 default.
 
 What it measures, all in one process so that the ratios are comparable on a shared machine:
 
