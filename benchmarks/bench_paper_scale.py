@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         for n in sizes:
             kept = [r for r in earlier if r["products"] == n]
             results.append(kept[0] if kept else one_build(root, n))
-            (root / "results.json").write_text(json.dumps(results, indent=1))
+            done.write_text(json.dumps(results, indent=1))
             print(f"{n:,} products: {results[-1]['wall_s']} s", flush=True)
         if not args.no_refresh:
             refreshed = refresh(results[-1], args.change)

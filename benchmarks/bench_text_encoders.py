@@ -28,6 +28,7 @@ goes to stdout and to the ``text-encoders`` section of docs/benchmarks.md (``--n
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -221,8 +222,6 @@ def measure(configs: dict, texts: list[str], chunk: int) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
-
     import torch
 
     args = parse_args(argv)
