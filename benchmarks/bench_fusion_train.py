@@ -97,15 +97,16 @@ def _timed_steps(step, n: int) -> float:
 def todays_step(job, n: int) -> dict:
     """Steps/s of today's loop body on ``job``'s data, and its forward/backward/optimiser split."""
     config, spec = job.config, job.spec
+    train, _ = job.data()
     torch.manual_seed(config.seed)
-    heads = make_heads(job.train, spec, config)
+    heads = make_heads(train, spec, config)
     opt = make_optimizer(heads, config)
-    data = SplitTensors.of(job.train, torch.device("cpu"))
+    data = SplitTensors.of(train, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     split = {"forward": 0.0, "backward": 0.0, "optimiser": 0.0}
 
     def step():
-        idx = torch.randperm(len(job.train), generator=gen)[: job.batch_size]
+        idx = torch.randperm(len(train), generator=gen)[: job.batch_size]
         t0 = time.perf_counter()
         loss = batch_loss(heads, data, idx, spec, config)
         t1 = time.perf_counter()
@@ -133,8 +134,9 @@ def stacked_steps(job, k: int, n: int) -> float:
     from torch.func import functional_call, stack_module_state, vmap
 
     config = job.config
-    x = torch.from_numpy(job.train.products)
-    c = torch.from_numpy(job.train.categories)
+    train, _ = job.data()
+    x = torch.from_numpy(train.products)
+    c = torch.from_numpy(train.categories)
     dims = (x.shape[1], c.shape[1], config.proj_dim, config.hidden_dims, config.dropout)
     models = []
     for i in range(k):
@@ -179,7 +181,7 @@ def whole_training(jobs: list, workers: int, threads: int) -> tuple[float, dict,
         job = planned[i]
         rprec[f"{job.spec.name}/{job.setting}"] = result.history[result.best_epoch - 1]["val_rprec"]
         if shared is None:
-            steps += result.epochs_run * steps_per_epoch(len(job.train), job.batch_size)
+            steps += result.epochs_run * steps_per_epoch(job.n_train, job.batch_size)
     return wall, rprec, steps
 
 

@@ -188,25 +188,22 @@ def render(results: list[dict], refreshed: dict | None, load: tuple, command: st
     sizes = [r["products"] for r in results]
     big = results[-1]
     steps = sorted(big["steps"], key=big["steps"].get, reverse=True)
+    pairs = list(zip(results[:-1], results[1:], strict=True))
     head = ["step", *[f"{n:,} s" for n in sizes], f"peak MB at {sizes[-1]:,}"]
-    if len(results) > 1:
-        head.append(f"exponent {sizes[-2]:,}->{sizes[-1]:,}")
+    head += [f"exponent {a['products']:,}->{b['products']:,}" for a, b in pairs]
+
+    def exponents(value) -> list[str]:
+        es = [exponent(value(a), value(b), a["products"], b["products"]) for a, b in pairs]
+        return ["-" if e is None else f"{e:.2f}" for e in es]
+
     rows = []
     for step in steps[:25]:
         row = [step, *[f"{r['steps'].get(step, float('nan')):.1f}" for r in results]]
         row.append(f"{big['peak_rss'].get(step, 0) / 1e6:.0f}")
-        if len(results) > 1:
-            e = exponent(
-                results[-2]["steps"].get(step, 0), big["steps"][step], sizes[-2], sizes[-1]
-            )
-            row.append("-" if e is None else f"{e:.2f}")
-        rows.append(row)
+        rows.append(row + exponents(lambda r, step=step: r["steps"].get(step, 0)))
     whole = ["**whole build (wall)**", *[f"{r['wall_s']:.0f}" for r in results]]
     whole.append(f"{big['peak_rss_build'] / 1e6:.0f}")
-    if len(results) > 1:
-        e = exponent(results[-2]["wall_s"], big["wall_s"], sizes[-2], sizes[-1])
-        whole.append(f"{e:.2f}")
-    rows.append(whole)
+    rows.append(whole + exponents(lambda r: r["wall_s"]))
     disk = sorted(big["disk"].items(), key=lambda kv: -kv[1])[:15]
     lines = [
         "## Paper-scale build",
@@ -221,6 +218,7 @@ def render(results: list[dict], refreshed: dict | None, load: tuple, command: st
         "- Catalogues: "
         + ", ".join(f"{n:,} products" for n in sizes)
         + " (sample generator, `shape=paper`, 64 px images); README command, default encoders.",
+        *[f"- {r['products']:,} products: {r['note']}" for r in results if r.get("note")],
         "",
         markdown_table(head, rows),
         "",

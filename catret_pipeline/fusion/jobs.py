@@ -39,13 +39,47 @@ from catret_pipeline.storage.artefacts import relative_key
 
 
 @dataclasses.dataclass
+class PairSource:
+    """What builds one (model, setting)'s train and val arrays again, kept in place of them.
+
+    The arrays are one dense row per (product, category) pair: at the paper's 39k products the
+    18 jobs' arrays came to ~20 GB held at once (10k products peaked at 6.9 GB), more than these
+    machines have. The source shares the product and category tables between jobs, and a worker
+    builds one job's arrays only while it trains it. ``_pair_splits`` is deterministic, so the
+    rebuilt arrays equal the ones the fingerprints were computed from.
+    """
+
+    pairs: pl.DataFrame
+    spec: ModelSpec
+    products: ProductFeatureTables
+    categories: CategoryVectors
+    category_tree: pl.DataFrame | None
+    normalize: bool
+    drop_empty: bool
+    n_train: int
+
+    def build(self) -> tuple[PairData, PairData]:
+        return _pair_splits(
+            self.pairs,
+            self.spec,
+            self.products,
+            self.categories,
+            category_tree=self.category_tree,
+            normalize=self.normalize,
+            drop_empty=self.drop_empty,
+        )
+
+
+@dataclasses.dataclass
 class TrainingJob:
-    """One (model, setting) ready to train: its data, batch size and artefact bookkeeping."""
+    """One (model, setting) ready to train: its data (or its ``source``), batch size and
+    artefact bookkeeping."""
 
     spec: ModelSpec
     setting: str
-    train: PairData
-    val: PairData
+    #: None when ``source`` builds them (what ``prepare_training`` returns).
+    train: PairData | None
+    val: PairData | None
     batch_size: int
     config: FusionTrainConfig
     fingerprint: str
@@ -55,6 +89,17 @@ class TrainingJob:
     meta_base: dict
     #: Key set of the train + val examples, stored beside the weights (see ``retrain``).
     train_keys: pl.DataFrame | None = None
+    source: PairSource | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train) if self.train is not None else self.source.n_train
+
+    def data(self) -> tuple[PairData, PairData]:
+        """The train and val arrays, built from ``source`` when the job does not hold them."""
+        if self.train is not None:
+            return self.train, self.val
+        return self.source.build()
 
 
 def needs_images_absent(spec: ModelSpec, products: ProductFeatureTables) -> bool:
@@ -148,15 +193,18 @@ def prepare_training(
                 "model without a title block"
             ),
         )
-    train, val = _pair_splits(
+    source = PairSource(
         pairs.filter(pl.col("setting") == setting),
         spec,
         products,
         categories,
-        category_tree=category_tree,
+        category_tree,
         normalize=config.normalize_inputs,
         drop_empty=drop_empty,
+        n_train=0,
     )
+    train, val = source.build()
+    source.n_train = len(train)
     row["n_train"], row["n_val"] = len(train), len(val)
     row["n_dropped_empty"] = train.n_dropped_empty + val.n_dropped_empty
     skip = _skip_reason(spec, setting, train)
@@ -226,8 +274,9 @@ def prepare_training(
     return TrainingJob(
         spec=spec,
         setting=setting,
-        train=train,
-        val=val,
+        # The arrays go (this frame frees them) and the source stays: see PairSource.
+        train=None,
+        val=None,
         batch_size=batch_size,
         config=config,
         fingerprint=fingerprint,
@@ -235,6 +284,7 @@ def prepare_training(
         row=row,
         meta_base=meta_base,
         train_keys=keys,
+        source=source,
     )
 
 

@@ -20,13 +20,14 @@ def _estimated_cost(job: TrainingJob) -> float:
     """Relative run time, for ordering only: steps x (batch + 40). A CPU step cost ~4.3 ms at
     batch 8 and ~14.6 ms at batch 128 with the default heads, i.e. about proportional to
     batch + 40."""
-    n, batch = len(job.train), job.batch_size
+    n, batch = job.n_train, job.batch_size
     return epochs_to_run(n, batch, job.config) * steps_per_epoch(n, batch) * (batch + 40)
 
 
 def _train_job(job: TrainingJob) -> TrainResult:
     # Module-level so a spawned worker process can unpickle it.
-    return train_heads(job.train, job.val, job.spec, job.config, job.batch_size)
+    train, val = job.data()
+    return train_heads(train, val, job.spec, job.config, job.batch_size)
 
 
 def run_jobs(
