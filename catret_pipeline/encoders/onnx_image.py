@@ -1,11 +1,15 @@
-"""The CLIP image tower as an int8 ONNX Runtime session (``precision="int8-onnx"``, CPU only).
+"""The CLIP image tower as an ONNX Runtime session (``precision="onnx"`` at fp32, or
+``"int8-onnx"``), CPU only.
 
-The fp32 torch tower is exported with ``torch.onnx.export`` (dynamo, dynamic batch axis), Gemm
-nodes with constant weights are rewritten as MatMul (+ Add), and only the MatMuls whose second
-input is a weight are quantised by ``onnxruntime.quantization.quantize_dynamic`` (int8 weights
-per output channel, uint8 activations quantised per batch at run time). The quantised file is
-cached on disk, keyed by everything that changes it, because the export takes ~19 s for
-ViT-B-32. Before the session is used, a cosine gate compares it with the fp32 torch tower.
+The fp32 torch tower is exported with ``torch.onnx.export`` (dynamo, dynamic batch axis) and Gemm
+nodes with constant weights are rewritten as MatMul (+ Add). ``onnx`` runs that graph as it is:
+for the EfficientNet-Lite tower ONNX Runtime's convolution kernels are ~2.9x torch's on these
+CPUs at cosine 1.00000 (docs/benchmarks.md), which is why ``auto`` picks it there. ``int8-onnx``
+then quantises only the MatMuls whose second input is a weight with
+``onnxruntime.quantization.quantize_dynamic`` (int8 weights per output channel, uint8
+activations quantised per batch at run time). The file is cached on disk, keyed by everything
+that changes it, because the export takes ~19 s for ViT-B-32. Before the session is used, a
+cosine gate compares it with the fp32 torch tower.
 
 onnx, onnxruntime and onnxscript are imported inside functions only: importing this module (or
 :mod:`catret_pipeline.encoders.openclip`) stays free.
@@ -45,7 +49,8 @@ EXPORTS = 0
 
 
 class Int8CosineError(ValueError):
-    """The int8 image tower's embeddings drift too far from the fp32 ones for this model."""
+    """The ONNX image tower's embeddings drift too far from the fp32 torch ones for this model
+    (named for int8, where it happens; an fp32 export failing it is a broken export)."""
 
 
 def default_cache_dir() -> Path:
@@ -201,10 +206,14 @@ def make_session(path: str | Path, threads: int, spin: bool = False):
 
 
 def cache_key(
-    model_name: str, weights_id: str, image_size: int, reduce_range: bool = False
+    model_name: str,
+    weights_id: str,
+    image_size: int,
+    reduce_range: bool = False,
+    quantise: bool = True,
 ) -> dict[str, Any]:
-    """Everything that changes the quantised file (library versions included: the exporter's
-    and the quantiser's output differ between releases)."""
+    """Everything that changes the exported file (library versions included: the exporter's
+    and the quantiser's output differ between releases); ``quantisation`` is None for fp32."""
     import onnx
     import onnxruntime
     import open_clip
@@ -220,7 +229,7 @@ def cache_key(
         "onnx": onnx.__version__,
         "torch": torch.__version__,
         "open_clip": open_clip.__version__,
-        "quantisation": {**QUANT_OPTIONS, "reduce_range": bool(reduce_range)},
+        "quantisation": {**QUANT_OPTIONS, "reduce_range": bool(reduce_range)} if quantise else None,
     }
 
 
@@ -230,7 +239,7 @@ def cache_file(cache_dir: str | Path, key: dict[str, Any]):
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key["model_name"])
-    name = f"{safe}-{digest[:16]}.int8.onnx"
+    name = f"{safe}-{digest[:16]}.{'int8' if key.get('quantisation') else 'fp32'}.onnx"
     root = artefact_root(".", str(cache_dir)) if "://" in str(cache_dir) else None
     if root is not None and is_remote(root):
         return root / name
@@ -246,7 +255,7 @@ def use_reduce_range() -> bool:
     return not int8_support(cpu_flags())[0]
 
 
-def _write_int8(
+def _write_tower(
     model, image_size: int, target, key: dict[str, Any], pooled_trunk: bool = False
 ) -> None:
     import onnx
@@ -257,31 +266,39 @@ def _write_int8(
     with tempfile.TemporaryDirectory(prefix="catret-onnx-") as tmp:
         fp32_path = Path(tmp) / "tower_fp32.onnx"
         onnx.save(proto, fp32_path)
-        int8_path = Path(tmp) / "tower_int8.onnx"
-        quantize_weight_matmuls(
-            fp32_path,
-            int8_path,
-            weight_matmuls(proto),
-            reduce_range=bool(key["quantisation"].get("reduce_range")),
-        )
+        written = fp32_path
+        if key["quantisation"] is not None:
+            written = Path(tmp) / "tower_int8.onnx"
+            quantize_weight_matmuls(
+                fp32_path,
+                written,
+                weight_matmuls(proto),
+                reduce_range=bool(key["quantisation"].get("reduce_range")),
+            )
         # Another process may write the same file at the same time: both are complete, the
         # last rename wins, and readers only ever see a whole file.
         with atomic_path(target) as out:
-            out.write_bytes(int8_path.read_bytes())
+            out.write_bytes(written.read_bytes())
             out.chmod(0o644)  # mkstemp's 0600 would hide a shared cache from other users
     atomic_write_text(target.with_suffix(".json"), json.dumps(key, indent=2, default=str))
 
 
-def int8_tower_file(clip, cache_dir: str | Path = ""):
-    """The cached quantised tower of ``clip`` (a :class:`~catret_pipeline.encoders.openclip.
-    ClipModel` whose torch model is fp32), exported and quantised first when missing."""
+def tower_file(clip, cache_dir: str | Path = "", quantise: bool = True):
+    """The cached ONNX tower of ``clip`` (a :class:`~catret_pipeline.encoders.openclip.
+    ClipModel` whose torch model is fp32), exported (and quantised) first when missing."""
+    reduce_range = use_reduce_range() if quantise else False
     key = cache_key(
-        clip.spec.model_name, clip.spec.weights_id(), clip.image_size, use_reduce_range()
+        clip.spec.model_name, clip.spec.weights_id(), clip.image_size, reduce_range, quantise
     )
     target = cache_file(cache_dir or default_cache_dir(), key)
     if not target.is_file():
-        _write_int8(clip.model, clip.image_size, target, key, clip.pooled_trunk)
+        _write_tower(clip.model, clip.image_size, target, key, clip.pooled_trunk)
     return target
+
+
+def int8_tower_file(clip, cache_dir: str | Path = ""):
+    """The cached quantised tower of ``clip`` (see :func:`tower_file`)."""
+    return tower_file(clip, cache_dir, quantise=True)
 
 
 # ---- gate -----------------------------------------------------------------------------------
@@ -317,11 +334,15 @@ def gate_cosine(clip, session) -> float:
     return float(cos.mean())
 
 
-def build_int8_session(
-    clip, cache_dir: str | Path = "", threads: int = 0, min_cosine: float = 0.999
+def build_session(
+    clip,
+    cache_dir: str | Path = "",
+    threads: int = 0,
+    min_cosine: float = 0.999,
+    quantise: bool = True,
 ) -> tuple[Any, float, Path]:
-    """(session, gate cosine, cached file) for ``clip``'s image tower; raises
-    :class:`Int8CosineError` when the gate's mean cosine is below ``min_cosine``."""
+    """(session, gate cosine, cached file) for ``clip``'s image tower, int8 (``quantise``) or
+    fp32; raises :class:`Int8CosineError` when the gate's mean cosine is below ``min_cosine``."""
     import torch
 
     threads = threads if threads > 0 else torch.get_num_threads()
@@ -332,16 +353,23 @@ def build_int8_session(
         with staged_input(path) as local:
             return make_session(local, threads)
 
-    path = int8_tower_file(clip, cache_dir)
+    path = tower_file(clip, cache_dir, quantise)
     try:
         session = open_session(path)
     except Exception as exc:  # unreadable cache file (disk trouble, foreign file): rebuild once
-        print(f"rebuilding unreadable int8 tower {path}: {exc}", file=sys.stderr)
+        print(f"rebuilding unreadable ONNX tower {path}: {exc}", file=sys.stderr)
         path.unlink(missing_ok=True)
-        path = int8_tower_file(clip, cache_dir)
+        path = tower_file(clip, cache_dir, quantise)
         session = open_session(path)
     cosine = gate_cosine(clip, session)
     if cosine < min_cosine:
+        if not quantise:
+            raise Int8CosineError(
+                f"precision='onnx': the exported fp32 image tower of {clip.spec.model_id} keeps a "
+                f"mean cosine of {cosine:.5f} to the torch tower on {GATE_IMAGES} synthetic "
+                f"images, below int8_min_cosine={min_cosine}: the export is wrong for this "
+                f"model. Use precision='fp32' for the `clip` resource (and delete {path})."
+            )
         from catret_pipeline.encoders.precision import cpu_flags, int8_support
 
         _, capability = int8_support(cpu_flags())
@@ -353,3 +381,10 @@ def build_int8_session(
             f"int8_min_cosine only if that loss is acceptable. ({capability}.)"
         )
     return session, cosine, path
+
+
+def build_int8_session(
+    clip, cache_dir: str | Path = "", threads: int = 0, min_cosine: float = 0.999
+) -> tuple[Any, float, Path]:
+    """:func:`build_session` of the int8 tower."""
+    return build_session(clip, cache_dir, threads, min_cosine, quantise=True)

@@ -27,6 +27,8 @@ from catret_pipeline.encoders.clip_spec import (
     DEFAULT_PRETRAINED,
     EFFNET_MODEL,
     INT8_ONNX,
+    ONNX,
+    ORT_PRECISIONS,
     PRECISIONS,
     TINY_MODEL,
     ClipSpec,
@@ -42,6 +44,8 @@ __all__ = [
     "DEFAULT_PRETRAINED",
     "EFFNET_MODEL",
     "INT8_ONNX",
+    "ONNX",
+    "ORT_PRECISIONS",
     "PRECISIONS",
     "TINY_MODEL",
     "ClipModel",
@@ -84,14 +88,15 @@ def _build(spec: ClipSpec, device: str, precision: str) -> ClipModel:
         precision=precision,
         pooled_trunk=created.pooled_trunk,
     )
-    if precision == INT8_ONNX:
-        from catret_pipeline.encoders.onnx_image import build_int8_session
+    if precision in ORT_PRECISIONS:
+        from catret_pipeline.encoders.onnx_image import build_session
 
-        session, cosine, path = build_int8_session(
+        session, cosine, path = build_session(
             clip,
             cache_dir=spec.onnx_cache_dir,
             threads=spec.onnx_threads,
             min_cosine=spec.int8_min_cosine,
+            quantise=precision == INT8_ONNX,
         )
         clip.image_session, clip.int8_cosine, clip.onnx_path = session, cosine, str(path)
     return clip
@@ -115,13 +120,13 @@ class ClipModel:
     tokenizer: Any
     #: Worker pools of :class:`ProcessDecoder`, by process count.
     decoders: dict = field(default_factory=dict, repr=False, compare=False)
-    #: int8-onnx: the ONNX Runtime session that replaces ``model.encode_image``.
+    #: onnx, int8-onnx: the ONNX Runtime session that replaces the torch image tower.
     image_session: Any = field(default=None, repr=False, compare=False)
-    #: int8-onnx: mean cosine of the session to the fp32 tower on the gate's images.
+    #: onnx, int8-onnx: mean cosine of the session to the fp32 tower on the gate's images.
     int8_cosine: float | None = None
-    #: int8-onnx: the cached quantised tower the session runs.
+    #: onnx, int8-onnx: the cached exported tower the session runs.
     onnx_path: str | None = None
-    #: The precision the model runs at (``auto`` resolved): fp32, bf16 or int8-onnx.
+    #: The precision the model runs at (``auto`` resolved): fp32, bf16, onnx or int8-onnx.
     precision: str = "fp32"
     #: Image embeddings are the pooled timm trunk features, before the (random) projection.
     pooled_trunk: bool = False

@@ -67,21 +67,24 @@ def resolve_precision(
     *,
     cuda_bf16: bool = False,
     bf16_ok: bool = True,
+    onnx_ok: bool = False,
 ) -> str:
     """The precision a model runs at: ``requested`` unless it is ``auto``.
 
-    ``auto``: on a CPU, bf16 where the CPU has native bf16 (and the model keeps cosine >= 0.999
-    to fp32 in bf16: ``bf16_ok``), else fp32; on CUDA, bf16 where the GPU supports it
-    (``cuda_bf16``), else fp32; any other device fp32.
+    ``auto``: on a CPU, bf16 where the CPU has native bf16 and the model keeps cosine >= 0.999
+    to fp32 in bf16 (``bf16_ok``); else ``onnx`` (the fp32 image tower in ONNX Runtime) for a
+    model measured faster and exact there (``onnx_ok``); else fp32. On CUDA, bf16 where the GPU
+    supports it (``cuda_bf16``) and ``bf16_ok``, else fp32; any other device fp32. ``onnx`` does
+    not depend on the CPU's flags: fp32 kernels have no int8 saturation to fear on AVX2.
     """
     if requested != AUTO:
         return requested
-    if not bf16_ok:
-        return "fp32"
     if device.startswith("cuda"):
-        return "bf16" if cuda_bf16 else "fp32"
+        return "bf16" if cuda_bf16 and bf16_ok else "fp32"
     if device == "cpu":
-        return "bf16" if has_native_bf16(flags) else "fp32"
+        if bf16_ok and has_native_bf16(flags):
+            return "bf16"
+        return "onnx" if onnx_ok else "fp32"
     return "fp32"
 
 

@@ -43,14 +43,14 @@ class OpenClipEncoder(dg.ConfigurableResource, ClipSpecFields):
     ``model_name="catret-tiny-vit"`` (seeded random init).
 
     The fields that decide the model (``model_name``, ``pretrained``, ``checkpoint_path``,
-    ``device``, ``precision``, ``image_size``, ``seed`` and the int8-onnx options) come from
+    ``device``, ``precision``, ``image_size``, ``seed`` and the ONNX Runtime options) come from
     :class:`ClipSpec` (:data:`ClipSpecFields`); the ones below only say how to run it.
     """
 
     batch_size: int = Field(default=32, description="Images / texts per forward pass.")
     threads: int = Field(
         default=0,
-        description="torch intra-op threads (and ONNX Runtime's with int8-onnx); 0 = torch default.",
+        description="torch intra-op threads (and ONNX Runtime's with onnx, int8-onnx); 0 = torch default.",
     )
     decode_workers: int = Field(
         default=1,

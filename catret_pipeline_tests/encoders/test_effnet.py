@@ -76,3 +76,68 @@ def test_wrong_weights_are_refused():
 def test_int8_onnx_is_refused_for_the_conv_tower():
     with pytest.raises(ValueError, match="convolutional"):
         openclip.load_clip(ClipSpec(EFFNET_MODEL, precision="int8-onnx"))
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("effnet-onnx")
+
+
+@pytest.fixture(scope="module")
+def effnet_onnx(onnx_cache) -> OpenClipEncoder:
+    """The tower in fp32 ONNX Runtime (precision onnx, opt-in)."""
+    enc = OpenClipEncoder(
+        model_name=EFFNET_MODEL,
+        device="cpu",
+        precision="onnx",
+        onnx_cache_dir=str(onnx_cache),
+        batch_size=8,
+    )
+    enc.model()
+    return enc
+
+
+def test_onnx_runs_the_tower_in_onnx_runtime_at_fp32(effnet_onnx, effnet, onnx_cache):
+    model = effnet_onnx.model()
+    assert model.precision == "onnx" and model.image_session is not None
+    assert effnet_onnx.model_id == (
+        "openclip:catret-effnet-lite0:efficientnet-lite0-57934424:onnx:onnx2"
+    )
+    # the unquantised export, cached where the resource says
+    assert model.onnx_path is not None and model.onnx_path.endswith(".fp32.onnx")
+    assert [p.parent for p in onnx_cache.glob("*.onnx")] == [onnx_cache]
+    assert model.int8_cosine > 0.9999
+    images = onnx_image.synthetic_images(6, size=300, seed=7)
+    got, want = effnet_onnx.encode_images(images), effnet.encode_images(images)
+    assert got.shape == want.shape == (6, 1280)
+    cos = np.sum(got * want, axis=1)
+    assert cos.min() > 0.9999  # measured 1.00000: the same vectors, other kernels
+    assert not np.array_equal(got, want)  # and the session really ran
+    # The text tower stays torch fp32: the same text vectors as the fp32 model.
+    np.testing.assert_array_equal(
+        effnet_onnx.encode_texts(["red shoes"]), effnet.encode_texts(["red shoes"])
+    )
+
+
+def test_a_second_process_reuses_the_cached_export(effnet_onnx, onnx_cache):
+    import subprocess
+    import sys
+
+    code = (
+        "from catret_pipeline.encoders import onnx_image\n"
+        "from catret_pipeline.encoders.resources import OpenClipEncoder\n"
+        f"enc = OpenClipEncoder(model_name={EFFNET_MODEL!r}, device='cpu', precision='onnx', "
+        f"onnx_cache_dir={str(onnx_cache)!r})\n"
+        "m = enc.model()\n"
+        "print(m.precision, onnx_image.EXPORTS, m.onnx_path)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["onnx", "0", effnet_onnx.model().onnx_path]
+
+
+def test_an_explicit_fp32_is_torch_and_onnx_is_cpu_only():
+    assert ClipSpec(EFFNET_MODEL, device="cpu", precision="fp32").resolved_precision() == "fp32"
+    with pytest.raises(ValueError, match="CPU only"):
+        ClipSpec(EFFNET_MODEL, device="cuda", precision="onnx").resolved_device()

@@ -233,6 +233,9 @@ def test_resource_spec_carries_the_int8_options_only_for_int8():
     int8 = OpenClipEncoder(model_name=TINY_MODEL, precision="int8-onnx", **options).spec()
     assert (int8.onnx_cache_dir, int8.onnx_threads, int8.int8_min_cosine) == ("/c", 3, 0.5)
     assert int8.model_id == "openclip:catret-tiny-vit:random-seed0:int8-onnx:onnx2"
+    # auto may resolve to onnx (EfficientNet-Lite on a CPU), so it carries them too
+    auto = OpenClipEncoder(model_name=TINY_MODEL, **options).spec()
+    assert (auto.onnx_cache_dir, auto.onnx_threads, auto.int8_min_cosine) == ("/c", 3, 0.5)
 
 
 def test_the_model_modules_import_without_dagster_or_pydantic():
