@@ -227,10 +227,13 @@ class ImageServer:
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
                 self.release.wait(hold)
-                h.send_body(body)
             finally:
+                # Counted out before the body goes: once the client has read it, it may send
+                # its next request before this thread runs again (max_in_flight read 4 with
+                # concurrency 3 in a clean-clone CI run).
                 with self.lock:
                     self.in_flight -= 1
+            h.send_body(body)
 
         self.routes[path] = route
         return self.url(path)
