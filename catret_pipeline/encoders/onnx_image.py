@@ -4,8 +4,8 @@
 The fp32 torch tower is exported with ``torch.onnx.export`` (dynamo, dynamic batch axis) and Gemm
 nodes with constant weights are rewritten as MatMul (+ Add). ``onnx`` runs that graph as it is:
 for the EfficientNet-Lite tower ONNX Runtime's convolution kernels are ~2.9x torch's on these
-CPUs at cosine 1.00000 (docs/benchmarks.md), which is why ``auto`` picks it there. ``int8-onnx``
-then quantises only the MatMuls whose second input is a weight with
+CPUs at cosine 1.00000 (docs/benchmarks.md; opt-in until measured on the sample's metrics).
+``int8-onnx`` then quantises only the MatMuls whose second input is a weight with
 ``onnxruntime.quantization.quantize_dynamic`` (int8 weights per output channel, uint8
 activations quantised per batch at run time). The file is cached on disk, keyed by everything
 that changes it, because the export takes ~19 s for ViT-B-32. Before the session is used, a
@@ -296,11 +296,6 @@ def tower_file(clip, cache_dir: str | Path = "", quantise: bool = True):
     return target
 
 
-def int8_tower_file(clip, cache_dir: str | Path = ""):
-    """The cached quantised tower of ``clip`` (see :func:`tower_file`)."""
-    return tower_file(clip, cache_dir, quantise=True)
-
-
 # ---- gate -----------------------------------------------------------------------------------
 
 
@@ -381,10 +376,3 @@ def build_session(
             f"int8_min_cosine only if that loss is acceptable. ({capability}.)"
         )
     return session, cosine, path
-
-
-def build_int8_session(
-    clip, cache_dir: str | Path = "", threads: int = 0, min_cosine: float = 0.999
-) -> tuple[Any, float, Path]:
-    """:func:`build_session` of the int8 tower."""
-    return build_session(clip, cache_dir, threads, min_cosine, quantise=True)

@@ -56,7 +56,6 @@ class PairSource:
     category_tree: pl.DataFrame | None
     normalize: bool
     drop_empty: bool
-    n_train: int
 
     def build(self) -> tuple[PairData, PairData]:
         return _pair_splits(
@@ -93,7 +92,7 @@ class TrainingJob:
 
     @property
     def n_train(self) -> int:
-        return len(self.train) if self.train is not None else self.source.n_train
+        return len(self.train) if self.train is not None else self.row["n_train"]
 
     def data(self) -> tuple[PairData, PairData]:
         """The train and val arrays, built from ``source`` when the job does not hold them."""
@@ -201,10 +200,8 @@ def prepare_training(
         category_tree,
         normalize=config.normalize_inputs,
         drop_empty=drop_empty,
-        n_train=0,
     )
     train, val = source.build()
-    source.n_train = len(train)
     row["n_train"], row["n_val"] = len(train), len(val)
     row["n_dropped_empty"] = train.n_dropped_empty + val.n_dropped_empty
     skip = _skip_reason(spec, setting, train)
