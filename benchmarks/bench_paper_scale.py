@@ -58,6 +58,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="With --keep: sizes already in its results.json are not built again.",
     )
     p.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md.")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CATRET_X=VALUE",
+        help="Environment for the builds and the refresh (the caller's CATRET_ variables are "
+        "not passed on), e.g. CATRET_CLIP_PRECISION=fp32 to refresh a data dir built with it.",
+    )
     return p.parse_args(argv)
 
 
@@ -97,9 +105,11 @@ class TreeMemory:
         return max(inside, default=0)
 
 
-def materialize(data: Path, raw: Path, mirror: Path) -> tuple[float, TreeMemory]:
+def materialize(
+    data: Path, raw: Path, mirror: Path, extra: dict[str, str] | None = None
+) -> tuple[float, TreeMemory]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATRET_", "DAGSTER_HOME"))}
-    env |= {"CATRET_RAW_ROOT": str(raw), "CATRET_IMAGE_MIRROR": str(mirror)}
+    env |= {"CATRET_RAW_ROOT": str(raw), "CATRET_IMAGE_MIRROR": str(mirror), **(extra or {})}
     cmd = [sys.executable, "-m", "catret_pipeline.cli", "materialize", "--data-dir", str(data)]
     log = data.parent / f"{data.name}.log"
     start = time.perf_counter()
@@ -141,14 +151,14 @@ def disk_usage(data: Path) -> dict[str, int]:
     return out
 
 
-def one_build(root: Path, n: int) -> dict:
+def one_build(root: Path, n: int, extra: dict[str, str]) -> dict:
     from catret_pipeline.sample.generator import generate_sample
 
     work = root / f"n{n}"
     t0 = time.perf_counter()
     sample = generate_sample(work / "sample", n_products=n, shape="paper").out_dir
     generate_s = time.perf_counter() - t0
-    wall, memory = materialize(work / "data", sample / "xmarket", sample / "images")
+    wall, memory = materialize(work / "data", sample / "xmarket", sample / "images", extra)
     seconds, windows = step_windows(work / "data")
     return {
         "products": n,
@@ -163,12 +173,12 @@ def one_build(root: Path, n: int) -> dict:
     }
 
 
-def refresh(result: dict, fraction: float) -> dict:
+def refresh(result: dict, fraction: float, extra: dict[str, str]) -> dict:
     from bench_refresh import change_catalogue
 
     sample, data = Path(result["sample"]), Path(result["data"])
     changed = change_catalogue(sample / "xmarket", sample / "images", fraction)
-    wall, memory = materialize(data, sample / "xmarket", sample / "images")
+    wall, memory = materialize(data, sample / "xmarket", sample / "images", extra)
     seconds, _ = step_windows(data)
     return {
         "changed": changed,
@@ -231,13 +241,22 @@ def render(results: list[dict], refreshed: dict | None, load: tuple, command: st
             "",
             f"Refresh at {sizes[-1]:,} products with {refreshed['changed']} changed: "
             f"{refreshed['wall_s']:.0f} s, {refreshed['wall_s'] / big['wall_s'] * 100:.1f} % of "
-            "the full build.",
+            "the full build. Its 12 longest steps:",
+            "",
+            markdown_table(
+                ["step", "refresh s", "full build s"],
+                [
+                    [k, f"{v:.1f}", f"{big['steps'].get(k, float('nan')):.1f}"]
+                    for k, v in sorted(refreshed["steps"].items(), key=lambda kv: -kv[1])[:12]
+                ],
+            ),
         ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.set)
     sizes = [int(x) for x in args.products.split(",") if x.strip()]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
@@ -249,11 +268,11 @@ def main(argv: list[str] | None = None) -> None:
         refreshed = None
         for n in sizes:
             kept = [r for r in earlier if r["products"] == n]
-            results.append(kept[0] if kept else one_build(root, n))
+            results.append(kept[0] if kept else one_build(root, n, extra))
             done.write_text(json.dumps(results, indent=1))
             print(f"{n:,} products: {results[-1]['wall_s']} s", flush=True)
         if not args.no_refresh:
-            refreshed = refresh(results[-1], args.change)
+            refreshed = refresh(results[-1], args.change, extra)
             (root / "refresh.json").write_text(json.dumps(refreshed, indent=1, default=str))
     command = "benchmarks/bench_paper_scale.py " + " ".join(argv or sys.argv[1:])
     body = render(results, refreshed, (*load_before, *os.getloadavg()), command.strip())

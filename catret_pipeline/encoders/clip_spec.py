@@ -63,8 +63,9 @@ def packaged_towers() -> dict[str, PackagedTower]:
     # TensorFlow-style input scaling, (x*255 - 127) / 128, what the Lite weights were trained
     # with (it beat ImageNet mean/std on fashion photos: docs/models.md).
     tf = (127 / 255,) * 3, (128 / 255,) * 3
-    # onnx_ok stays False until the sample's metrics under onnx are measured (issue #15).
-    return {EFFNET_MODEL: PackagedTower(packaged.EFFNET_LITE0, *tf, bf16_ok=False, onnx_ok=False)}
+    # onnx_ok: ~2.9x torch's image rate on these CPUs, and the sample's metrics under onnx equal
+    # fp32 torch's to every digit (docs/benchmarks.md, "Image embedding: catret-effnet-lite0").
+    return {EFFNET_MODEL: PackagedTower(packaged.EFFNET_LITE0, *tf, bf16_ok=False, onnx_ok=True)}
 
 
 def file_fingerprint(path: str | os.PathLike) -> str:
@@ -104,7 +105,7 @@ class ClipSpec:
     precision: str = _field(
         "auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or "
         "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16; else, on a "
-        "CPU, onnx for a tower marked for it (none yet); else fp32. fp32; bf16 (weights cast to "
+        "CPU, onnx for a tower marked for it (EfficientNet-Lite0); else fp32. fp32; bf16 (weights cast to "
         "bfloat16, not autocast); onnx (CPU only: the image tower exported to ONNX at fp32 and "
         "run by ONNX Runtime, ~2.9x torch's rate for EfficientNet-Lite0); or int8-onnx (CPU "
         "only, ViT towers: the same with int8 weight MatMuls). With onnx and int8-onnx the text "

@@ -4,7 +4,7 @@
 The fp32 torch tower is exported with ``torch.onnx.export`` (dynamo, dynamic batch axis) and Gemm
 nodes with constant weights are rewritten as MatMul (+ Add). ``onnx`` runs that graph as it is:
 for the EfficientNet-Lite tower ONNX Runtime's convolution kernels are ~2.9x torch's on these
-CPUs at cosine 1.00000 (docs/benchmarks.md; opt-in until measured on the sample's metrics).
+CPUs at cosine 1.00000 (docs/benchmarks.md); auto picks it for EfficientNet-Lite0 on a CPU.
 ``int8-onnx`` then quantises only the MatMuls whose second input is a weight with
 ``onnxruntime.quantization.quantize_dynamic`` (int8 weights per output channel, uint8
 activations quantised per batch at run time). The file is cached on disk, keyed by everything

@@ -21,7 +21,12 @@ import polars as pl
 
 from catret_pipeline.retrieval.hnsw_build import build_index
 from catret_pipeline.retrieval.hnsw_params import Action, HnswParams, UpdatePolicy
-from catret_pipeline.retrieval.hnsw_search import RecallTarget, recall_at_k, tune_ef
+from catret_pipeline.retrieval.hnsw_search import (
+    RecallTarget,
+    per_query_recall,
+    recall_lower_bound,
+    tune_ef,
+)
 from catret_pipeline.retrieval.hnsw_store import (
     FORMAT_VERSION,
     LoadedIndex,
@@ -279,7 +284,8 @@ def refresh_index(
         keys, vecs = _new_items(asins, vectors)
         row_of = dict(zip(prev.labels.tolist(), prev.row_ids.tolist(), strict=True))
         ids = np.array([row_of[a] for a in keys], dtype=np.int64)
-        if recall_at_k(prev.index, vecs, recall.queries, recall.k, ids=ids) < recall.bound:
+        got = per_query_recall(prev.index, vecs, recall.queries, recall.k, ids=ids)
+        if recall_lower_bound(got, recall.z) < recall.bound:
             # Saved before ef was tuned (or the bound was raised): same items, new ef.
             plan.action, plan.reason = "updated", f"ef {prev.ef} below recall_bound"
     if plan.action == "unchanged":

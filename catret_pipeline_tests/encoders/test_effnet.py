@@ -85,7 +85,7 @@ def onnx_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def effnet_onnx(onnx_cache) -> OpenClipEncoder:
-    """The tower in fp32 ONNX Runtime (precision onnx, opt-in)."""
+    """The tower in fp32 ONNX Runtime (precision onnx, what auto picks on a CPU)."""
     enc = OpenClipEncoder(
         model_name=EFFNET_MODEL,
         device="cpu",

@@ -115,9 +115,10 @@ def test_specs_resolve_auto_per_cpu_and_model(assume_flags):
     assume_flags(SPR)
     assert ClipSpec(TINY_MODEL, device="cpu").resolved_precision() == "bf16"
     assert ClipSpec(TINY_MODEL, device="cpu").model_id.endswith(":bf16")
-    # EfficientNet-Lite in bf16 keeps only mean cosine ~0.9991 to fp32: auto stays fp32 (onnx
-    # is opt-in until the sample's metrics under it are measured)
-    assert ClipSpec(EFFNET_MODEL, device="cpu").resolved_precision() == "fp32"
+    # EfficientNet-Lite in bf16 keeps only mean cosine ~0.9991 to fp32: auto runs its fp32 in
+    # ONNX Runtime on a CPU, also where bf16 is native; fp32 torch on a GPU
+    assert ClipSpec(EFFNET_MODEL, device="cpu").resolved_precision() == "onnx"
+    assert ClipSpec(EFFNET_MODEL, device="cuda").resolved_precision() == "fp32"
     onnx = ClipSpec(EFFNET_MODEL, device="cpu", precision="onnx")
     assert onnx.model_id.endswith(":onnx:onnx2")
     text = TextSpec(BUNDLED_MINILM, device="cpu")
@@ -125,7 +126,7 @@ def test_specs_resolve_auto_per_cpu_and_model(assume_flags):
     assume_flags(AVX2)
     assert ClipSpec(TINY_MODEL, device="cpu").resolved_precision() == "fp32"
     assert ClipSpec(TINY_MODEL, device="cpu").model_id.endswith(":fp32")
-    assert ClipSpec(EFFNET_MODEL, device="cpu").resolved_precision() == "fp32"
+    assert ClipSpec(EFFNET_MODEL, device="cpu").resolved_precision() == "onnx"
     # fp32 text ids are those from before precision existed
     assert TextSpec(BUNDLED_MINILM, device="cpu").model_id.endswith(":seq128")
 

@@ -11,7 +11,14 @@ import pytest
 from catret_pipeline.retrieval.exact import exact_topk
 from catret_pipeline.retrieval.hnsw_build import build_index
 from catret_pipeline.retrieval.hnsw_params import HnswParams, UpdatePolicy
-from catret_pipeline.retrieval.hnsw_search import RecallTarget, recall_at_k, search, tune_ef
+from catret_pipeline.retrieval.hnsw_search import (
+    RecallTarget,
+    per_query_recall,
+    recall_at_k,
+    recall_lower_bound,
+    search,
+    tune_ef,
+)
 from catret_pipeline.retrieval.hnsw_store import META_KEY, load_index, read_index_meta
 from catret_pipeline.retrieval.hnsw_update import plan_index_update, refresh_index
 from catret_pipeline.vectors_math import l2_normalize
@@ -406,3 +413,37 @@ def test_recall_target_stops_at_ef_max():
         starved, vecs, np.arange(1500), RecallTarget(unit(rng, 30, 48), 1.1, 10, 12)
     )
     assert ef == 12 and starved.ef == 12 and recall <= 1.0
+
+
+def test_recall_target_tunes_past_a_mean_that_only_just_meets_the_bound():
+    # The check measures recall on another draw than the tuning one: an ef whose mean only
+    # just meets the bound on the tuning draw read 0.9732 < 0.98 on the check's draw at 39k.
+    rng = np.random.default_rng(11)
+    vecs = unit(rng, 3000, 48)
+    ids = np.arange(3000)
+    queries = unit(rng, 200, 48)
+    index = build_index(vecs, None, HnswParams(M=4, ef_construction=16, ef=10))
+    curve = {}
+    for ef in (10, 20, 40, 80, 160, 320, 640):
+        index.set_ef(ef)
+        curve[ef] = per_query_recall(index, vecs, queries, 10, ids=ids)
+    # the bound is the mean at the first ef whose per-query recall still varies
+    start = next(ef for ef, r in curve.items() if 0.5 < r.mean() < 1.0 and r.std() > 0)
+    bound = float(curve[start].mean())
+    assert recall_lower_bound(curve[start], 2.0) < bound
+    index.set_ef(start)
+    ef, recall = tune_ef(index, vecs, ids, RecallTarget(queries, bound, 10, 640))
+    assert ef > start and index.ef == ef
+    assert recall_lower_bound(curve[ef], 2.0) >= bound or ef == 640
+    assert recall == pytest.approx(curve[ef].mean())
+    # z=0 is the plain mean: it stops at the first ef that reaches it
+    index.set_ef(start)
+    assert tune_ef(index, vecs, ids, RecallTarget(queries, bound, 10, 640, z=0))[0] == start
+
+
+def test_recall_lower_bound_is_the_mean_less_z_standard_errors():
+    r = np.array([1.0, 0.8, 0.9, 1.0])
+    se = r.std(ddof=1) / 2
+    assert recall_lower_bound(r, 2.0) == pytest.approx(r.mean() - 2 * se)
+    assert recall_lower_bound(r, 0.0) == pytest.approx(r.mean())
+    assert recall_lower_bound(np.array([0.7]), 2.0) == pytest.approx(0.7)
