@@ -194,6 +194,13 @@ def exponent(t1: float, t2: float, n1: int, n2: int) -> float | None:
     return math.log(t2 / t1) / math.log(n2 / n1)
 
 
+def changed_text(changed) -> str:
+    if not isinstance(changed, dict):
+        return str(changed)
+    parts = ", ".join(f"{v} {k}" for k, v in changed.items() if k != "total")
+    return f"{changed.get('total', '?')} products ({parts})"
+
+
 def render(results: list[dict], refreshed: dict | None, load: tuple, command: str) -> str:
     sizes = [r["products"] for r in results]
     big = results[-1]
@@ -239,7 +246,7 @@ def render(results: list[dict], refreshed: dict | None, load: tuple, command: st
     if refreshed:
         lines += [
             "",
-            f"Refresh at {sizes[-1]:,} products with {refreshed['changed']} changed: "
+            f"Refresh at {sizes[-1]:,} products with {changed_text(refreshed['changed'])} changed: "
             f"{refreshed['wall_s']:.0f} s, {refreshed['wall_s'] / big['wall_s'] * 100:.1f} % of "
             "the full build. Its 12 longest steps:",
             "",
