@@ -105,9 +105,9 @@ class ClipSpec:
     precision: str = _field(
         "auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16 / AMX) or "
         "the GPU supports it and the model keeps cosine >= 0.999 to fp32 in bf16; else, on a "
-        "CPU, onnx for a tower marked for it (EfficientNet-Lite0); else fp32. fp32; bf16 (weights cast to "
-        "bfloat16, not autocast); onnx (CPU only: the image tower exported to ONNX at fp32 and "
-        "run by ONNX Runtime, ~2.9x torch's rate for EfficientNet-Lite0); or int8-onnx (CPU "
+        "CPU, onnx for a tower marked for it (EfficientNet-Lite0); else fp32. fp32; bf16 "
+        "(weights cast to bfloat16, not autocast); onnx (CPU only: the image tower exported "
+        "to ONNX at fp32 and run by ONNX Runtime, ~2.9x torch's rate for EfficientNet-Lite0); or int8-onnx (CPU "
         "only, ViT towers: the same with int8 weight MatMuls). With onnx and int8-onnx the text "
         "tower stays fp32 torch and a gate (int8_min_cosine) compares the session with torch. "
         "The resolved precision is part of model_id, so changing it re-embeds.",

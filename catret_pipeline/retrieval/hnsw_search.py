@@ -185,8 +185,8 @@ class RecallTarget:
     reach 0.99 at ef 40. ``queries`` should not be the sample the recall check uses, so that the
     check stays an independent measurement. Being independent, the check's draw can read lower
     than the tuning draw: an ef (200) tuned to the bound on one draw read recall@10 0.9732 < 0.98
-    on the other (clip/all at 39,000 products, after an in-place update). So the tuning asks the bound of
-    the mean less ``z`` standard errors of it, which an ef well clear of the bound meets at once.
+    on the other (clip/all at 39,000 products, after an in-place update). So tuning stops only
+    when the mean less ``z`` standard errors of it meets the bound.
     """
 
     queries: np.ndarray
